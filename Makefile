@@ -1,0 +1,37 @@
+# Portico — the two commands are `make demo` and `make test`.
+SWIFT ?= swift
+.DEFAULT_GOAL := help
+
+.PHONY: help deps build test lint format demo bench clean
+
+help:
+	@echo "make demo   install what is missing, build, start the demo and print its URL"
+	@echo "make test   install what is missing, lint, run every test"
+	@echo "make build  release build of portico (.build/release/portico)"
+	@echo "make bench  benchmarks (not yet: see issue 8)"
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build -c release --product portico --product portico-testbackend
+
+lint:
+	$(SWIFT) format lint --recursive --strict Package.swift Sources Tests
+
+format:
+	$(SWIFT) format format --in-place --recursive Package.swift Sources Tests
+
+test: deps lint
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+	scripts/cli-tests.sh .build/debug/portico
+
+demo: build
+	@scripts/demo.sh
+
+bench:
+	@echo "not yet: the benchmark suite arrives with issue 8 (see README, Benchmarks)"
+
+clean:
+	rm -rf .build run

@@ -1,0 +1,100 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let settings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+func nio(_ name: String) -> Target.Dependency { .product(name: name, package: "swift-nio") }
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
+
+let package = Package(
+    name: "portico",
+    platforms: [.macOS(.v15)],  // Synchronization.Atomic/Mutex on Darwin; Linux is the real target
+    products: [
+        .executable(name: "portico", targets: ["PorticoServer"]),
+        .executable(name: "portico-testbackend", targets: ["TestBackendServer"]),
+        .library(name: "PorticoRelay", targets: ["PorticoRelay"]),
+        .library(name: "PorticoBalancing", targets: ["PorticoBalancing"]),
+        .library(name: "PorticoRouting", targets: ["PorticoRouting"]),
+        .library(name: "PorticoRESP", targets: ["PorticoRESP"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // policy — pure Swift
+        .target(name: "PorticoConfig", dependencies: [yams], swiftSettings: settings),
+        .target(name: "PorticoBalancing", swiftSettings: settings),
+        .target(
+            name: "PorticoRouting",
+            dependencies: ["PorticoConfig", "PorticoBalancing", nio("NIOHTTP1")],
+            swiftSettings: settings
+        ),
+        // mechanism — SwiftNIO
+        .target(
+            name: "PorticoProxy",
+            dependencies: [
+                "PorticoConfig", "PorticoRouting", "PorticoBalancing",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"), logging, lifecycle,
+            ],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "PorticoServer",
+            dependencies: [
+                "PorticoProxy", "PorticoConfig", argumentParser, logging, lifecycle,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"), nio("NIOCore"), nio("NIOPosix"),
+            ],
+            swiftSettings: settings
+        ),
+        // relay
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]),
+        .target(name: "PorticoRESP", dependencies: ["CHiredis", nio("NIOCore")], swiftSettings: settings),
+        .target(
+            name: "PorticoRelay",
+            dependencies: ["PorticoRESP", nio("NIOCore"), logging],
+            swiftSettings: settings
+        ),
+        // test support (not a product)
+        .target(
+            name: "PorticoTestSupport",
+            dependencies: [nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1")],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "TestBackendServer",
+            dependencies: ["PorticoTestSupport", argumentParser, nio("NIOPosix")],
+            swiftSettings: settings
+        ),
+        .testTarget(name: "PorticoConfigTests", dependencies: ["PorticoConfig"], swiftSettings: settings),
+        .testTarget(name: "PorticoBalancingTests", dependencies: ["PorticoBalancing"], swiftSettings: settings),
+        .testTarget(
+            name: "PorticoRoutingTests",
+            dependencies: ["PorticoRouting", "PorticoConfig", "PorticoBalancing", nio("NIOHTTP1")],
+            swiftSettings: settings
+        ),
+        .testTarget(
+            name: "PorticoProxyTests",
+            dependencies: [
+                "PorticoProxy", "PorticoConfig", "PorticoTestSupport",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOEmbedded"), logging,
+            ],
+            swiftSettings: settings
+        ),
+        .testTarget(name: "PorticoRESPTests", dependencies: ["PorticoRESP", nio("NIOCore")], swiftSettings: settings),
+        .testTarget(
+            name: "PorticoRelayTests",
+            dependencies: ["PorticoRelay", nio("NIOCore")],
+            swiftSettings: settings
+        ),
+    ]
+)

@@ -1,0 +1,507 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import PorticoBalancing
+import PorticoConfig
+import PorticoRouting
+
+/// The last handler of a downstream (client → proxy) pipeline: routes each request, picks a backend, and
+/// streams the request up and the response down with backpressure in both directions.
+///
+/// Runs entirely on the downstream's event loop; its upstream connection is opened on the same loop, so the
+/// two halves call each other directly, with no locks and no hops.
+final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let snapshot: ProxySnapshot
+    private let upstreams: UpstreamConnectionPool
+    private let timeouts: DownstreamTimeoutHandler?
+    private let accessLog: AccessLog
+    private let scheme: String
+    private var context: ChannelHandlerContext?
+    private var downstreamIP: String?
+
+    /// The exchange in progress, if any.
+    private var exchange: Exchange?
+    /// Its upstream connection, once one is ready.
+    private var upstream: UpstreamHandler?
+    /// A locally answered request whose remaining body parts are read and dropped.
+    private var discardingBody = false
+    /// A response head went downstream and its end has not.
+    private var responseInProgress = false
+    /// The connection will close once the current response is written; nothing more is read as a request.
+    private var isClosing = false
+    /// `read` was held back for backpressure.
+    private var pendingRead = false
+
+    init(
+        snapshot: ProxySnapshot,
+        upstreams: UpstreamConnectionPool,
+        timeouts: DownstreamTimeoutHandler?,
+        accessLog: AccessLog,
+        scheme: String = "http"
+    ) {
+        self.snapshot = snapshot
+        self.upstreams = upstreams
+        self.timeouts = timeouts
+        self.accessLog = accessLog
+        self.scheme = scheme
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.downstreamIP = context.channel.remoteAddress?.ipAddress
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Downstream events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = Self.unwrapInboundIn(data)
+        switch part {
+        case .head(let head):
+            self.timeouts?.headReceived()
+            guard !self.isClosing else { return }
+            self.begin(head, context: context)
+        case .body(let buffer):
+            guard !self.discardingBody, let exchange = self.exchange, !exchange.requestEnded else { return }
+            if let upstream = self.upstream {
+                self.sendBody(buffer, on: upstream, exchange: exchange)
+            } else {
+                exchange.pending.append(part)
+            }
+        case .end:
+            if self.discardingBody {
+                self.discardingBody = false
+                if !self.isClosing && !self.responseInProgress { self.timeouts?.exchangeFinished() }
+                return
+            }
+            guard let exchange = self.exchange, !exchange.requestEnded else { return }
+            exchange.requestEnded = true
+            if let upstream = self.upstream {
+                upstream.write(.end(nil))
+                upstream.flush()
+                self.armResponseTimer(exchange)
+            } else {
+                exchange.pending.append(part)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.upstream?.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.shouldHoldReads {
+            self.pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// Reads wait while a request body has nowhere to go: no upstream yet, or the upstream is full.
+    private var shouldHoldReads: Bool {
+        guard let exchange = self.exchange, !exchange.requestEnded else { return false }
+        guard let upstream = self.upstream else { return true }
+        return !upstream.isWritable
+    }
+
+    private func resumeReadsIfPossible() {
+        guard self.pendingRead, !self.shouldHoldReads, let context = self.context else { return }
+        self.pendingRead = false
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { self.upstream?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let exchange = self.exchange {
+            // The client went away mid-exchange: the upstream connection is in an unknown state; never reuse it.
+            self.exchange = nil
+            exchange.responseTimer?.cancel()
+            self.releaseBackend(exchange)
+            self.upstream?.delegate = nil
+            self.upstream?.close()
+            self.upstream = nil
+            self.accessLog.record(exchange, status: exchange.responseStatus?.code ?? 499, downstreamIP: self.downstreamIP)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parserError = error as? HTTPParserError {
+            // A malformed request never reaches a backend: answer it if no response is under way, then close.
+            if !self.responseInProgress && self.exchange == nil {
+                let status: HTTPResponseStatus =
+                    parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+                self.isClosing = true
+                self.writeLocalResponse(status, version: .http1_1, closing: true, context: context)
+                self.accessLog.rejected(status: status.code, reason: "\(parserError)", downstreamIP: self.downstreamIP)
+            } else {
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.close(promise: nil)
+    }
+
+    // MARK: Routing and dispatch
+
+    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let limits = self.snapshot.configuration.limits
+        let framing: RequestFraming
+        switch RequestInspection.inspect(head, limits: limits) {
+        case .failure(let rejection):
+            // Ambiguous framing or an oversize head: answer, never forward, and close (the rest of the
+            // byte stream cannot be trusted to be parsed the way the client meant it).
+            self.isClosing = true
+            self.writeLocalResponse(rejection.status, version: head.version, closing: true, context: context)
+            self.accessLog.rejected(head, status: rejection.status.code, reason: rejection.reason, downstreamIP: self.downstreamIP)
+            return
+        case .success(let value):
+            framing = value
+        }
+
+        guard let route = self.snapshot.routes.match(head), let pool = self.snapshot.pools[route.pool] else {
+            self.answerLocally(.notFound, head: head, framing: framing, reason: "no route", context: context)
+            return
+        }
+        if let expect = head.headers.first(name: "expect") {
+            guard expect.lowercased() == "100-continue" else {
+                self.answerLocally(.expectationFailed, head: head, framing: framing, reason: "expect", context: context)
+                return
+            }
+            // Like nginx: the proxy reads the body itself, so it invites it at once.
+            if head.version == .http1_1 {
+                context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+            }
+        }
+
+        let hashKey = PoolConfiguration.HashKeySource.key(
+            pool.configuration.hashKey,
+            head: head,
+            downstreamIP: self.downstreamIP
+        )
+        let exchange = Exchange(
+            head: head,
+            framing: framing,
+            route: route,
+            pool: pool,
+            requestID: head.requestID,
+            hashKey: hashKey
+        )
+        self.exchange = exchange
+        self.dispatch(exchange)
+    }
+
+    /// Picks the next backend for `exchange` and gets a connection to it.
+    private func dispatch(_ exchange: Exchange) {
+        let selected = exchange.pool.selector.select(key: exchange.hashKey) { backend in
+            !exchange.tried.contains(backend.index)
+        }
+        guard let backend = selected else {
+            let status: HTTPResponseStatus = exchange.attempts == 0 ? .serviceUnavailable : .badGateway
+            self.fail(exchange, status: status, reason: "no usable backend")
+            return
+        }
+        exchange.tried.append(backend.index)
+        exchange.attempts += 1
+        exchange.backend = backend
+        exchange.pool.load.begin(backend)
+
+        if let handler = self.upstreams.lease(backend) {
+            self.attach(handler, to: exchange, reused: true)
+            return
+        }
+        let timeout = TimeAmount.milliseconds(exchange.pool.configuration.connectTimeout.milliseconds)
+        self.upstreams.connect(backend, timeout: timeout).hop(to: self.upstreams.eventLoop)
+            .assumeIsolated().whenComplete { result in
+                guard self.exchange === exchange, exchange.backend == backend else {
+                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    return
+                }
+                switch result {
+                case .success(let channel):
+                    guard let handler = self.upstreams.handler(of: channel), channel.isActive else {
+                        channel.close(promise: nil)
+                        self.upstreamFailed(exchange, error: ProxyError.upstreamClosed, timedOut: false)
+                        return
+                    }
+                    self.attach(handler, to: exchange, reused: false)
+                case .failure(let error):
+                    self.upstreamFailed(exchange, error: error, timedOut: false)
+                }
+            }
+    }
+
+    private func attach(_ handler: UpstreamHandler, to exchange: Exchange, reused: Bool) {
+        guard let backend = exchange.backend else { return }
+        handler.lease(to: self)
+        self.upstream = handler
+        exchange.upstreamWasReused = reused
+        let upstreamHead = exchange.head.upstreamHead(
+            route: exchange.route,
+            backendAddress: UpstreamConnectionPool.key(backend),
+            framing: exchange.framing,
+            forwarding: ForwardingContext(
+                downstreamIP: self.downstreamIP,
+                requestID: exchange.requestID,
+                scheme: self.scheme
+            )
+        )
+        exchange.upstreamHead = upstreamHead
+        exchange.bodyBytesSent = 0
+        handler.write(.head(upstreamHead))
+        for body in exchange.replay {
+            exchange.bodyBytesSent += body.readableBytes
+            handler.write(.body(.byteBuffer(body)))
+        }
+        let pending = exchange.pending
+        exchange.pending = []
+        for part in pending {
+            switch part {
+            case .body(let buffer): self.sendBody(buffer, on: handler, exchange: exchange)
+            case .end: handler.write(.end(nil))
+            case .head: break
+            }
+        }
+        handler.flush()
+        if exchange.requestEnded { self.armResponseTimer(exchange) }
+        self.resumeReadsIfPossible()
+    }
+
+    private func sendBody(_ buffer: ByteBuffer, on upstream: UpstreamHandler, exchange: Exchange) {
+        exchange.bodyBytesSent += buffer.readableBytes
+        if exchange.head.isIdempotent || exchange.attempts == 1 { exchange.remember(buffer) }
+        upstream.write(.body(.byteBuffer(buffer)))
+    }
+
+    private func armResponseTimer(_ exchange: Exchange) {
+        guard !exchange.responseStarted, let context = self.context else { return }
+        exchange.responseTimer?.cancel()
+        let timeout = TimeAmount.milliseconds(exchange.pool.configuration.responseTimeout.milliseconds)
+        exchange.responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.exchange === exchange, !exchange.responseStarted else { return }
+            self.upstreamFailed(exchange, error: ProxyError.responseTimeout, timedOut: true)
+        }
+    }
+
+    /// The current attempt failed: retry elsewhere when that is safe, else answer 502/504 or cut the response.
+    private func upstreamFailed(_ exchange: Exchange, error: any Error, timedOut: Bool) {
+        guard self.exchange === exchange else { return }
+        exchange.responseTimer?.cancel()
+        if let upstream = self.upstream {
+            upstream.delegate = nil
+            upstream.close()
+            self.upstream = nil
+        }
+        let backend = exchange.backend
+        self.releaseBackend(exchange)
+        self.accessLog.upstreamError(exchange, backend: backend, error: error)
+
+        if !timedOut && exchange.isRetryable {
+            if exchange.upstreamWasReused, let backend {
+                // A pooled connection the backend had already closed: try the same backend on a fresh one.
+                exchange.tried.removeAll { $0 == backend.index }
+                exchange.attempts -= 1
+                exchange.upstreamWasReused = false
+                self.dispatch(exchange)
+                return
+            }
+            if exchange.attempts <= exchange.pool.configuration.retries {
+                self.dispatch(exchange)
+                return
+            }
+        }
+        if exchange.responseStarted {
+            // Part of the response is already downstream: the only honest signal left is to cut the connection.
+            self.exchange = nil
+            self.accessLog.record(exchange, status: exchange.responseStatus?.code ?? 502, downstreamIP: self.downstreamIP)
+            self.context?.close(promise: nil)
+            return
+        }
+        self.fail(exchange, status: timedOut ? .gatewayTimeout : .badGateway, reason: "\(error)")
+    }
+
+    /// Answers `exchange` locally with an error status.
+    private func fail(_ exchange: Exchange, status: HTTPResponseStatus, reason: String) {
+        guard let context = self.context else { return }
+        self.exchange = nil
+        self.releaseBackend(exchange)
+        exchange.responseStatus = status
+        self.accessLog.record(exchange, status: status.code, downstreamIP: self.downstreamIP)
+        let closing = self.prepareToDropBody(requestEnded: exchange.requestEnded, framing: exchange.framing, keepAlive: exchange.keepAlive)
+        self.writeLocalResponse(status, version: exchange.head.version, closing: closing, context: context)
+    }
+
+    private func answerLocally(
+        _ status: HTTPResponseStatus,
+        head: HTTPRequestHead,
+        framing: RequestFraming,
+        reason: String,
+        context: ChannelHandlerContext
+    ) {
+        self.accessLog.rejected(head, status: status.code, reason: reason, downstreamIP: self.downstreamIP)
+        let closing = self.prepareToDropBody(requestEnded: false, framing: framing, keepAlive: head.isKeepAlive)
+        self.writeLocalResponse(status, version: head.version, closing: closing, context: context)
+    }
+
+    /// After a local answer the rest of the request body is read and dropped when small, else the
+    /// connection closes rather than read a large upload nobody wants.
+    private func prepareToDropBody(requestEnded: Bool, framing: RequestFraming, keepAlive: Bool) -> Bool {
+        var closing = !keepAlive
+        if !requestEnded {
+            switch framing {
+            case .none: break
+            case .contentLength(let length) where length <= 65_536: break
+            case .contentLength, .chunked: closing = true
+            }
+            self.discardingBody = true
+        }
+        if closing { self.isClosing = true }
+        return closing
+    }
+
+    private func releaseBackend(_ exchange: Exchange) {
+        if let backend = exchange.backend {
+            exchange.pool.load.end(backend)
+            exchange.backend = nil
+        }
+    }
+
+    // MARK: Upstream events
+
+    var isDownstreamWritable: Bool { self.context?.channel.isWritable ?? false }
+
+    func upstreamResponsePart(_ part: HTTPClientResponsePart) {
+        guard let exchange = self.exchange, let context = self.context else { return }
+        switch part {
+        case .head(let head):
+            exchange.responseTimer?.cancel()
+            exchange.responseStatus = head.status
+            exchange.upstreamReusable =
+                head.isKeepAlive && (head.hasDelimitedBody || exchange.head.method == .HEAD)
+            if !exchange.requestEnded { exchange.closeAfterResponse = true }  // answered before the body ended
+            let version = exchange.head.version
+            let isHEAD = exchange.head.method == .HEAD
+            let http10NeedsClose =
+                version.major == 1 && version.minor == 0 && !isHEAD
+                && !head.headers.contains(name: "content-length") && head.status.mayHaveResponseBody
+            if !exchange.keepAlive || http10NeedsClose { exchange.closeAfterResponse = true }
+            let downstreamHead = head.downstreamHead(
+                version: version,
+                closing: exchange.closeAfterResponse,
+                requestID: exchange.requestID
+            )
+            self.responseInProgress = true
+            context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
+        case .body(let buffer):
+            exchange.responseBytes += buffer.readableBytes
+            context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end:
+            self.finish(exchange, context: context)
+        }
+    }
+
+    private func finish(_ exchange: Exchange, context: ChannelHandlerContext) {
+        let upstream = self.upstream
+        self.upstream = nil
+        self.exchange = nil
+        self.releaseBackend(exchange)
+        if let upstream {
+            upstream.delegate = nil
+            if exchange.requestEnded && exchange.upstreamReusable {
+                self.upstreams.release(upstream)
+            } else {
+                upstream.close()
+            }
+        }
+        self.accessLog.record(exchange, status: exchange.responseStatus?.code ?? 0, downstreamIP: self.downstreamIP)
+        self.responseInProgress = false
+        let closing = exchange.closeAfterResponse
+        if closing {
+            self.isClosing = true
+            let channel = context.channel
+            context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            if !exchange.requestEnded { self.discardingBody = true }
+            context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            if exchange.requestEnded { self.timeouts?.exchangeFinished() }
+        }
+    }
+
+    func upstreamReadComplete() {
+        self.context?.flush()
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable { self.resumeReadsIfPossible() }
+    }
+
+    func upstreamClosed(error: (any Error)?) {
+        guard let exchange = self.exchange else { return }
+        self.upstreamFailed(exchange, error: error ?? ProxyError.upstreamClosed, timedOut: false)
+    }
+
+    // MARK: Local responses
+
+    private func writeLocalResponse(
+        _ status: HTTPResponseStatus,
+        version: HTTPVersion,
+        closing: Bool,
+        context: ChannelHandlerContext
+    ) {
+        let text = "\(status.code) \(status.reasonPhrase)\n"
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(text.utf8.count))
+        if closing {
+            headers.add(name: "connection", value: "close")
+        } else if version.major == 1 && version.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        if status == .serviceUnavailable { headers.add(name: "retry-after", value: "1") }
+        let responseVersion: HTTPVersion = version.major == 1 && version.minor == 0 ? .http1_0 : .http1_1
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: responseVersion, status: status, headers: headers))), promise: nil)
+        var body = context.channel.allocator.buffer(capacity: text.utf8.count)
+        body.writeString(text)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if closing {
+            let channel = context.channel
+            context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            if !self.discardingBody { self.timeouts?.exchangeFinished() }
+        }
+    }
+}
+
+extension HTTPResponseStatus {
+    var mayHaveResponseBody: Bool {
+        let code = self.code
+        return !(code < 200 || code == 204 || code == 304)
+    }
+}
+
+/// Errors the proxy itself raises about an upstream.
+enum ProxyError: Error, CustomStringConvertible {
+    case upstreamClosed
+    case responseTimeout
+
+    var description: String {
+        switch self {
+        case .upstreamClosed: return "upstream closed the connection"
+        case .responseTimeout: return "upstream response timeout"
+        }
+    }
+}

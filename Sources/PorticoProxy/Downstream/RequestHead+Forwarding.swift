@@ -1,0 +1,226 @@
+import NIOCore
+import NIOHTTP1
+import PorticoConfig
+import PorticoRouting
+
+/// How a request's body is framed, decided once from its head.
+enum RequestFraming: Equatable {
+    case none
+    case contentLength(Int)
+    case chunked
+}
+
+/// Why a request head is refused before any backend sees it.
+struct RequestRejection: Error, Equatable {
+    let status: HTTPResponseStatus
+    let reason: String
+}
+
+enum RequestInspection {
+    /// Framing of a request head, or a rejection for ambiguous framing (request smuggling) and oversize heads.
+    ///
+    /// - Parameters:
+    ///   - head: the decoded request head.
+    ///   - limits: the configured size limits.
+    static func inspect(_ head: HTTPRequestHead, limits: LimitsConfiguration) -> Result<RequestFraming, RequestRejection> {
+        if head.uri.utf8.count > limits.maxURIBytes {
+            return .failure(RequestRejection(status: .uriTooLong, reason: "request target too long"))
+        }
+        var headBytes = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
+        var contentLengths: [Substring] = []
+        var transferCodings: [Substring] = []
+        for (name, value) in head.headers {
+            headBytes += name.utf8.count + value.utf8.count + 4
+            guard isValidName(name) else {
+                return .failure(RequestRejection(status: .badRequest, reason: "invalid header name"))
+            }
+            guard isValidValue(value) else {
+                return .failure(RequestRejection(status: .badRequest, reason: "invalid header value"))
+            }
+            if name.utf8.count == 14, name.lowercased() == "content-length" {
+                contentLengths += value.split(separator: ",", omittingEmptySubsequences: false).map(trimmed)
+            } else if name.utf8.count == 17, name.lowercased() == "transfer-encoding" {
+                transferCodings += value.split(separator: ",", omittingEmptySubsequences: false).map(trimmed)
+            }
+        }
+        if headBytes > limits.maxHeaderBytes {
+            return .failure(RequestRejection(status: .requestHeaderFieldsTooLarge, reason: "request head too large"))
+        }
+        if head.headers.contains(name: "host") && head.headers[canonicalForm: "host"].count > 1 {
+            return .failure(RequestRejection(status: .badRequest, reason: "more than one Host"))
+        }
+        if !transferCodings.isEmpty {
+            // RFC 9112 §6.1: both headers, or TE on HTTP/1.0, is a framing error; a request whose last coding is
+            // not chunked cannot be delimited. Any of these is how request smuggling starts.
+            if !contentLengths.isEmpty {
+                return .failure(RequestRejection(status: .badRequest, reason: "both Content-Length and Transfer-Encoding"))
+            }
+            if head.version.major == 1 && head.version.minor == 0 {
+                return .failure(RequestRejection(status: .badRequest, reason: "Transfer-Encoding on HTTP/1.0"))
+            }
+            guard let last = transferCodings.last, last.lowercased() == "chunked",
+                transferCodings.dropLast().allSatisfy({ $0.lowercased() != "chunked" && !$0.isEmpty })
+            else {
+                return .failure(RequestRejection(status: .badRequest, reason: "Transfer-Encoding must end in chunked"))
+            }
+            return .success(.chunked)
+        }
+        if let first = contentLengths.first {
+            guard contentLengths.allSatisfy({ $0 == first }), first.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+                !first.isEmpty, first.utf8.count <= 18, let length = Int(first)
+            else {
+                return .failure(RequestRejection(status: .badRequest, reason: "invalid or conflicting Content-Length"))
+            }
+            return .success(length == 0 ? .none : .contentLength(length))
+        }
+        return .success(.none)
+    }
+
+    private static func trimmed(_ text: Substring) -> Substring {
+        var text = text
+        while text.first == " " || text.first == "\t" { text.removeFirst() }
+        while text.last == " " || text.last == "\t" { text.removeLast() }
+        return text
+    }
+
+    /// RFC 9110 token characters only.
+    static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.allSatisfy { tokenTable[Int($0)] }
+    }
+
+    /// Field values: visible characters, obs-text, space and tab; never CR, LF, NUL or other controls.
+    static func isValidValue(_ value: String) -> Bool {
+        value.utf8.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }
+    }
+
+    private static let tokenTable: [Bool] = (0..<256).map { byte in
+        switch byte {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+        default: return "!#$%&'*+-.^_`|~".utf8.contains(UInt8(byte))
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy never forwards, plus the legacy `Proxy-Connection`.
+private let hopByHopHeaders: Set<String> = [
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    "proxy-authenticate", "proxy-authorization",
+]
+
+/// Copies `headers` without hop-by-hop headers and without every header the `Connection` header names.
+func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: Set<String> = []) -> HTTPHeaders {
+    var named: Set<String> = extra
+    for value in headers[canonicalForm: "connection"] {
+        named.insert(value.lowercased())
+    }
+    var result = HTTPHeaders()
+    result.reserveCapacity(headers.count + 4)
+    for (name, value) in headers {
+        let lower = name.lowercased()
+        if hopByHopHeaders.contains(lower) || named.contains(lower) { continue }
+        result.add(name: name, value: value)
+    }
+    return result
+}
+
+struct ForwardingContext {
+    let downstreamIP: String?
+    let requestID: String
+    let scheme: String
+}
+
+extension HTTPRequestHead {
+    /// The head to send upstream: HTTP/1.1, hop-by-hop headers gone, forwarding headers added, path rewritten.
+    ///
+    /// - Parameters:
+    ///   - route: the matched route (`strip_prefix`, `preserve_host`).
+    ///   - backendAddress: `host:port` of the chosen backend, for `preserve_host: false`.
+    ///   - framing: the request's body framing, re-expressed for the upstream hop.
+    ///   - forwarding: downstream IP, request id and scheme.
+    func upstreamHead(
+        route: Route,
+        backendAddress: String,
+        framing: RequestFraming,
+        forwarding: ForwardingContext
+    ) -> HTTPRequestHead {
+        var headers = removingHopByHop(self.headers, alsoRemoving: ["expect", "x-request-id"])
+        let originalHost = self.headers.first(name: "host")
+        if !route.preserveHost || originalHost == nil {
+            headers.replaceOrAdd(name: "host", value: backendAddress)
+        }
+        if let ip = forwarding.downstreamIP {
+            if let existing = self.headers[canonicalForm: "x-forwarded-for"].joined(separator: ", ") as String?,
+                !existing.isEmpty
+            {
+                headers.replaceOrAdd(name: "x-forwarded-for", value: "\(existing), \(ip)")
+            } else {
+                headers.replaceOrAdd(name: "x-forwarded-for", value: ip)
+            }
+        }
+        headers.replaceOrAdd(name: "x-forwarded-proto", value: forwarding.scheme)
+        if let originalHost { headers.replaceOrAdd(name: "x-forwarded-host", value: originalHost) }
+        headers.add(name: "x-request-id", value: forwarding.requestID)
+        switch framing {
+        case .none: break
+        case .contentLength: break  // kept from the downstream head
+        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
+        }
+        return HTTPRequestHead(
+            version: .http1_1,
+            method: self.method,
+            uri: route.upstreamURI(self.uri),
+            headers: headers
+        )
+    }
+
+    /// The downstream's `X-Request-Id` when it is short and printable; otherwise a new random one.
+    var requestID: String {
+        if let given = self.headers.first(name: "x-request-id"), !given.isEmpty, given.utf8.count <= 128,
+            given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
+        {
+            return given
+        }
+        return RequestID.make()
+    }
+
+    /// Methods RFC 9110 §9.2.2 calls idempotent: safe to send again to another backend.
+    var isIdempotent: Bool {
+        switch self.method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: return true
+        default: return false
+        }
+    }
+}
+
+enum RequestID {
+    /// 128 random bits as 32 hex digits.
+    static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = generator.next() as UInt64
+        let low = generator.next() as UInt64
+        let text = String(high, radix: 16) + String(low, radix: 16)
+        return String(repeating: "0", count: max(0, 32 - text.count)) + text
+    }
+}
+
+extension HTTPResponseHead {
+    /// The head to send downstream: hop-by-hop headers removed; the encoder reframes the body for the client.
+    func downstreamHead(version: HTTPVersion, closing: Bool, requestID: String) -> HTTPResponseHead {
+        var headers = removingHopByHop(self.headers)
+        if closing {
+            headers.add(name: "connection", value: "close")
+        } else if version.major == 1 && version.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        if !headers.contains(name: "x-request-id") { headers.add(name: "x-request-id", value: requestID) }
+        return HTTPResponseHead(version: version, status: self.status, headers: headers)
+    }
+
+    /// Whether the body is delimited (Content-Length, chunked, or no body at all) rather than by closing.
+    var hasDelimitedBody: Bool {
+        let code = self.status.code
+        if code < 200 || code == 204 || code == 304 { return true }
+        return self.headers.contains(name: "content-length")
+            || self.headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
+    }
+}

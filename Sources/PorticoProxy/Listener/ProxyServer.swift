@@ -1,0 +1,141 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import PorticoConfig
+import ServiceLifecycle
+import Synchronization
+
+/// Accepts downstream connections on every configured listener and proxies them. A `Service`: it runs until
+/// graceful shutdown, then stops accepting.
+public final class ProxyServer: Service, Sendable {
+    private let store: ConfigStore
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let accessLogger: Logger
+    private let upstreams: UpstreamPools
+    private let connections = ConnectionCounter()
+    private let listeners = NIOLockedValueBox<[any Channel]>([])
+
+    /// - Parameters:
+    ///   - store: where each new connection reads the configuration snapshot it keeps.
+    ///   - group: the event loops; each connection and its upstreams live on one of them.
+    ///   - logger: for lifecycle and error logs.
+    ///   - accessLogger: one line per request at `.info`; defaults to `logger` relabelled `portico.access`.
+    public init(store: ConfigStore, group: any EventLoopGroup, logger: Logger, accessLogger: Logger? = nil) {
+        self.store = store
+        self.group = group
+        self.logger = logger
+        self.accessLogger = accessLogger ?? logger
+        self.upstreams = UpstreamPools(group: group)
+    }
+
+    /// Downstream connections open now.
+    public var activeConnections: Int { self.connections.current }
+
+    /// Binds every listener of the current snapshot.
+    ///
+    /// - Returns: the bound addresses, in listener order (a port 0 listener gets a real port).
+    @discardableResult
+    public func start() async throws -> [SocketAddress] {
+        let snapshot = self.store.snapshot
+        var bound: [any Channel] = []
+        do {
+            for listener in snapshot.configuration.listeners {
+                let channel = try await self.bind(listener)
+                bound.append(channel)
+                self.logger.info(
+                    "listening",
+                    metadata: ["portico.listener": "\(channel.localAddress.map { "\($0)" } ?? "?")"]
+                )
+            }
+        } catch {
+            for channel in bound { try? await channel.close() }
+            throw error
+        }
+        self.listeners.withLockedValue { $0 += bound }
+        return bound.compactMap(\.localAddress)
+    }
+
+    /// Closes every listener; connections already accepted go on until they end.
+    public func stop() async {
+        let channels = self.listeners.withLockedValue { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for channel in channels { try? await channel.close() }
+    }
+
+    public func run() async throws {
+        try await self.start()
+        try? await gracefulShutdown()
+        self.logger.info("shutting down: no longer accepting connections")
+        await self.stop()
+    }
+
+    private func bind(_ listener: ListenerConfiguration) async throws -> any Channel {
+        let store = self.store
+        let upstreams = self.upstreams
+        let connections = self.connections
+        let accessLog = AccessLog(logger: self.accessLogger)
+        let logger = self.logger
+        return try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                let snapshot = store.snapshot
+                let limits = snapshot.configuration.limits
+                guard connections.acquire(limit: limits.maxConnections) else {
+                    logger.warning("max_connections reached; closing a new connection")
+                    return channel.eventLoop.makeFailedFuture(ProxyServerError.tooManyConnections)
+                }
+                channel.closeFuture.whenComplete { _ in connections.release() }
+                return channel.eventLoop.makeCompletedFuture {
+                    let timeouts = DownstreamTimeoutHandler(
+                        headerTimeout: .milliseconds(limits.headerTimeout.milliseconds),
+                        idleTimeout: .milliseconds(limits.idleTimeout.milliseconds)
+                    )
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(timeouts)
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
+                    try sync.addHandler(
+                        DownstreamHandler(
+                            snapshot: snapshot,
+                            upstreams: upstreams.pool(for: channel.eventLoop),
+                            timeouts: timeouts,
+                            accessLog: accessLog
+                        )
+                    )
+                }
+            }
+            .bind(host: listener.address.host, port: listener.address.port)
+            .get()
+    }
+}
+
+enum ProxyServerError: Error {
+    case tooManyConnections
+}
+
+/// Open downstream connections; an atomic, so accepting on several loops takes no lock.
+final class ConnectionCounter: Sendable {
+    private let value = Atomic<Int>(0)
+
+    var current: Int { self.value.load(ordering: .relaxed) }
+
+    func acquire(limit: Int) -> Bool {
+        let after = self.value.wrappingAdd(1, ordering: .relaxed).newValue
+        if after > limit {
+            self.value.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func release() {
+        self.value.subtract(1, ordering: .relaxed)
+    }
+}

@@ -1,0 +1,116 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import PorticoBalancing
+
+/// Keep-alive connections to backends, for one event loop. Touched only on that loop, so it takes no locks.
+final class UpstreamConnectionPool {
+    let eventLoop: any EventLoop
+    /// Most recently used last, so a lease takes the warmest connection.
+    private var idle: [String: [UpstreamHandler]] = [:]
+    private let maxIdlePerBackend: Int
+    private let idleTimeout: TimeAmount
+    /// Resolved addresses of IP-literal backends, so a connect skips the resolver.
+    private var addresses: [String: SocketAddress] = [:]
+
+    /// - Parameters:
+    ///   - eventLoop: the loop whose downstream connections use this pool.
+    ///   - maxIdlePerBackend: idle connections kept per backend; more are closed. Default 64.
+    ///   - idleTimeout: an idle connection is closed after this. Default 30 s.
+    init(eventLoop: any EventLoop, maxIdlePerBackend: Int = 64, idleTimeout: TimeAmount = .seconds(30)) {
+        self.eventLoop = eventLoop
+        self.maxIdlePerBackend = maxIdlePerBackend
+        self.idleTimeout = idleTimeout
+    }
+
+    static func key(_ backend: Backend) -> String { "\(backend.host):\(backend.port)" }
+
+    /// An idle keep-alive connection to `backend`, if there is one.
+    func lease(_ backend: Backend) -> UpstreamHandler? {
+        let key = Self.key(backend)
+        while let handler = self.idle[key]?.popLast() {
+            if handler.isActive { return handler }
+        }
+        return nil
+    }
+
+    /// Gives a connection back after a complete exchange.
+    func release(_ handler: UpstreamHandler) {
+        guard handler.isActive else { return }
+        var list = self.idle[handler.backendKey, default: []]
+        if list.count >= self.maxIdlePerBackend {
+            handler.close()
+            return
+        }
+        handler.park(timeout: self.idleTimeout)
+        list.append(handler)
+        self.idle[handler.backendKey] = list
+    }
+
+    /// Number of idle connections parked for `backend` (tests and status).
+    func idleCount(_ backend: Backend) -> Int {
+        self.idle[Self.key(backend)]?.count ?? 0
+    }
+
+    private func forget(_ handler: UpstreamHandler) {
+        self.idle[handler.backendKey]?.removeAll { $0 === handler }
+    }
+
+    /// Opens a new connection to `backend` on this pool's loop.
+    ///
+    /// - Parameters:
+    ///   - backend: where to connect.
+    ///   - timeout: the connect timeout.
+    func connect(_ backend: Backend, timeout: TimeAmount) -> EventLoopFuture<any Channel> {
+        let key = Self.key(backend)
+        let bootstrap = ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(backendKey: key))
+                }
+            }
+        if let address = self.address(of: backend, key: key) {
+            return bootstrap.connect(to: address)
+        }
+        return bootstrap.connect(host: backend.host, port: backend.port)
+    }
+
+    private func address(of backend: Backend, key: String) -> SocketAddress? {
+        if let known = self.addresses[key] { return known }
+        guard let address = try? SocketAddress(ipAddress: backend.host, port: backend.port) else { return nil }
+        self.addresses[key] = address
+        return address
+    }
+
+    /// The ``UpstreamHandler`` of a channel that ``connect(_:timeout:)`` opened; call on the loop.
+    func handler(of channel: any Channel) -> UpstreamHandler? {
+        guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
+            return nil
+        }
+        handler.onClose = { [weak self] closed in self?.forget(closed) }
+        return handler
+    }
+}
+
+/// One ``UpstreamConnectionPool`` per event loop of the group, found by the loop a connection runs on.
+final class UpstreamPools: Sendable {
+    private let pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamConnectionPool>]
+
+    init(group: any EventLoopGroup) {
+        var pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamConnectionPool>] = [:]
+        for loop in group.makeIterator() {
+            pools[ObjectIdentifier(loop)] = .makeBoxSendingValue(UpstreamConnectionPool(eventLoop: loop), eventLoop: loop)
+        }
+        self.pools = pools
+    }
+
+    /// The pool of `eventLoop`; call on that loop.
+    func pool(for eventLoop: any EventLoop) -> UpstreamConnectionPool {
+        if let pool = self.pools[ObjectIdentifier(eventLoop)] { return pool.value }
+        // A loop outside the group (an EmbeddedEventLoop in a test): a private pool is still correct.
+        return UpstreamConnectionPool(eventLoop: eventLoop)
+    }
+}

@@ -1,0 +1,132 @@
+import NIOCore
+import NIOHTTP1
+
+/// What an upstream connection reports to the exchange that is using it. Called on the shared event loop.
+protocol UpstreamDelegate: AnyObject {
+    func upstreamResponsePart(_ part: HTTPClientResponsePart)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged(isWritable: Bool)
+    /// The connection closed or failed; `error` is `nil` for a clean close by the backend.
+    func upstreamClosed(error: (any Error)?)
+    /// Whether the downstream can take more bytes now; when not, the upstream stops reading (backpressure).
+    var isDownstreamWritable: Bool { get }
+}
+
+/// The last handler of an upstream (proxy → backend) pipeline: hands responses to the current exchange,
+/// and holds reads while the downstream is not writable.
+final class UpstreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    /// The exchange using this connection, or `nil` while idle in the pool.
+    weak var delegate: (any UpstreamDelegate)?
+    let backendKey: String
+    private(set) var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var idleTimer: Scheduled<Void>?
+    /// Requests sent on this connection, to tell a stale reused connection from a fresh one.
+    private(set) var requestsSent = 0
+    var onClose: ((UpstreamHandler) -> Void)?
+
+    init(backendKey: String) {
+        self.backendKey = backendKey
+    }
+
+    var channel: (any Channel)? { self.context?.channel }
+    var isWritable: Bool { self.context?.channel.isWritable ?? false }
+    var isActive: Bool { self.context?.channel.isActive ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Used by the exchange
+
+    func write(_ part: HTTPClientRequestPart) {
+        guard let context = self.context else { return }
+        if case .head = part { self.requestsSent += 1 }
+        context.write(Self.wrapOutboundOut(part), promise: nil)
+    }
+
+    func flush() {
+        self.context?.flush()
+    }
+
+    /// Resumes reading after the downstream became writable again.
+    func resumeReading() {
+        guard self.pendingRead, let context = self.context else { return }
+        self.pendingRead = false
+        context.read()
+    }
+
+    func close() {
+        self.context?.close(promise: nil)
+    }
+
+    /// Parks the connection in the pool: closes it after `timeout` unless leased again.
+    func park(timeout: TimeAmount) {
+        self.delegate = nil
+        self.idleTimer?.cancel()
+        self.idleTimer = self.context?.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            self?.close()
+        }
+        self.resumeReading()  // keep reading while idle, so a close by the backend is noticed at once
+    }
+
+    func lease(to delegate: any UpstreamDelegate) {
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
+        self.delegate = delegate
+    }
+
+    // MARK: Channel events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = Self.unwrapInboundIn(data)
+        guard let delegate = self.delegate else {
+            // Bytes from a backend nobody asked anything: the connection is out of step; never reuse it.
+            context.close(promise: nil)
+            return
+        }
+        delegate.upstreamResponsePart(part)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.delegate?.upstreamReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let delegate = self.delegate, !delegate.isDownstreamWritable {
+            self.pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.idleTimer?.cancel()
+        let delegate = self.delegate
+        self.delegate = nil
+        self.onClose?(self)
+        self.onClose = nil
+        delegate?.upstreamClosed(error: nil)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.upstreamClosed(error: error)
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,41 @@
+import NIOCore
+import PorticoRESP
+import Testing
+
+@Suite struct RESPReaderTests {
+    @Test func parsesEveryRESP2Type() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "+OK\r\n-ERR bad\r\n:42\r\n$5\r\nhello\r\n$-1\r\n*2\r\n$3\r\nfoo\r\n:7\r\n"))
+        #expect(try reader.next() == .simpleString("OK"))
+        #expect(try reader.next() == .error("ERR bad"))
+        #expect(try reader.next() == .integer(42))
+        #expect(try reader.next() == .bulkString(ByteBuffer(string: "hello")))
+        #expect(try reader.next() == .bulkString(nil))
+        #expect(try reader.next() == .array([.bulkString(ByteBuffer(string: "foo")), .integer(7)]))
+        #expect(try reader.next() == nil)
+    }
+
+    @Test func waitsForSplitReplies() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*3\r\n$7\r\nmessage\r\n$4\r\nro"))
+        #expect(try reader.next() == nil)
+        try reader.feed(ByteBuffer(string: "om\r\n$2\r\nhi\r\n"))
+        let expected: RESPValue = .array([
+            .bulkString(ByteBuffer(string: "message")), .bulkString(ByteBuffer(string: "room")),
+            .bulkString(ByteBuffer(string: "hi")),
+        ])
+        #expect(try reader.next() == expected)
+    }
+
+    @Test func protocolErrorsThrow() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "?what\r\n"))
+        #expect(throws: RESPError.self) { try reader.next() }
+    }
+
+    @Test func encoderRoundTrips() throws {
+        var buffer = ByteBuffer()
+        RESPEncoder.encode(["PUBLISH", "room:lobby", "hi there"], into: &buffer)
+        #expect(String(buffer: buffer) == "*3\r\n$7\r\nPUBLISH\r\n$10\r\nroom:lobby\r\n$8\r\nhi there\r\n")
+    }
+}
