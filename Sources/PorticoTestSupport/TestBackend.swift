@@ -41,11 +41,13 @@ public final class TestBackend: Sendable {
     ///   - name: reported in every default answer and in the `x-backend` header.
     ///   - host: the address to bind; loopback by default.
     ///   - port: 0 for any free port.
+    ///   - responseDelay: every default answer waits this long (a slow backend).
     ///   - group: the event loops to run on.
     public static func start(
         name: String,
         host: String = "127.0.0.1",
         port: Int = 0,
+        responseDelay: TimeAmount = .zero,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> TestBackend {
         let state = NIOLockedValueBox(Stats())
@@ -56,7 +58,7 @@ public final class TestBackend: Sendable {
                 state.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(TestBackendHandler(name: name, state: state))
+                    try channel.pipeline.syncOperations.addHandler(TestBackendHandler(name: name, state: state, delay: responseDelay))
                 }
             }
             .bind(host: host, port: port)
@@ -97,9 +99,12 @@ final class TestBackendHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     typealias Stats = TestBackend.Stats
 
-    init(name: String, state: NIOLockedValueBox<Stats>) {
+    private let delay: TimeAmount
+
+    init(name: String, state: NIOLockedValueBox<Stats>, delay: TimeAmount) {
         self.name = name
         self.state = state
+        self.delay = delay
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -151,7 +156,14 @@ final class TestBackendHandler: ChannelDuplexHandler {
         case .normal(let head):
             var text = "backend: \(self.name)\nmethod: \(head.method.rawValue)\nuri: \(head.uri)\nversion: \(head.version)\n"
             for (name, value) in head.headers { text += "header: \(name.lowercased()): \(value)\n" }
-            self.respond(text, context: context)
+            if self.delay > .zero {
+                context.eventLoop.assumeIsolated().scheduleTask(in: self.delay) { [weak self] in
+                    guard let self, let context = self.context else { return }
+                    self.respond(text, context: context)
+                }
+            } else {
+                self.respond(text, context: context)
+            }
         case .bytes(let count):
             self.remainingBytes = count
             context.write(Self.wrapOutboundOut(.head(self.responseHead(.ok, length: count))), promise: nil)

@@ -1,0 +1,108 @@
+import Logging
+import NIOCore
+import NIOPosix
+import PorticoConfig
+import PorticoProxy
+import PorticoTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real ProxyServer on a free loopback port, in front of real backends; stopped by `stop()`.
+struct ProxyHarness {
+    let server: ProxyServer
+    let group: MultiThreadedEventLoopGroup
+    let port: Int
+
+    /// Starts portico with `yaml`, whose `LISTEN` placeholder becomes a free loopback listener.
+    static func start(_ yaml: String, environment: [String: String] = [:]) async throws -> ProxyHarness {
+        let text = yaml.replacingPlaceholder("LISTEN", with: "127.0.0.1:0")
+        let configuration = try PorticoConfiguration.load(yaml: text, environment: environment)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var logger = Logger(label: "portico.test")
+        logger.logLevel = .critical
+        let server = ProxyServer(store: ConfigStore(ProxySnapshot(configuration: configuration)), group: group, logger: logger)
+        let addresses = try await server.start()
+        return ProxyHarness(server: server, group: group, port: addresses.first?.port ?? 0)
+    }
+
+    func stop() async {
+        await self.server.stop()
+        try? await self.group.shutdownGracefully()
+    }
+}
+
+/// Stops every backend, then the harness.
+func withBackends<T>(
+    _ names: [String],
+    delays: [TimeAmount]? = nil,
+    _ body: ([TestBackend]) async throws -> T
+) async throws -> T {
+    var backends: [TestBackend] = []
+    for (index, name) in names.enumerated() {
+        backends.append(try await TestBackend.start(name: name, responseDelay: delays?[index] ?? .zero))
+    }
+    do {
+        let result = try await body(backends)
+        for backend in backends { await backend.stop() }
+        return result
+    } catch {
+        for backend in backends { await backend.stop() }
+        throw error
+    }
+}
+
+/// Runs `body` against a started harness and always stops it.
+func withProxy<T>(_ yaml: String, _ body: (ProxyHarness) async throws -> T) async throws -> T {
+    let harness = try await ProxyHarness.start(yaml)
+    do {
+        let result = try await body(harness)
+        await harness.stop()
+        return result
+    } catch {
+        await harness.stop()
+        throw error
+    }
+}
+
+/// A loopback port where nothing listens (bound, then closed).
+func deadPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    close(fd)
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Resident memory of this process, in bytes.
+func residentBytes() -> Int {
+    guard let file = fopen("/proc/self/statm", "r") else { return 0 }
+    defer { fclose(file) }
+    var size = 0
+    var resident = 0
+    _ = withUnsafeMutablePointer(to: &size) { sizePointer in
+        withUnsafeMutablePointer(to: &resident) { residentPointer in
+            withVaList([sizePointer, residentPointer]) { vfscanf(file, "%ld %ld", $0) }
+        }
+    }
+    return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+extension String {
+    func replacingPlaceholder(_ name: String, with value: String) -> String {
+        self.split(separator: name, omittingEmptySubsequences: false).joined(separator: value)
+    }
+
+    /// Lines of a test backend's answer that start with `prefix`, prefix removed.
+    func lines(_ prefix: String) -> [String] {
+        self.split(separator: "\n").filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+    }
+}
