@@ -15,8 +15,9 @@ public enum RawHTTPClient {
         /// Status codes of every response in `text`, in order.
         public var statuses: [Int] {
             // Status lines only: "HTTP/1.x NNN" at the start of the text or of a line.
-            self.text.split(separator: "\r\n", omittingEmptySubsequences: false).compactMap { line in
-                guard line.hasPrefix("HTTP/1."), line.count >= 12 else { return nil }
+            self.text.utf8.split(separator: UInt8(ascii: "\n")).compactMap { bytes in
+                let line = String(decoding: bytes, as: UTF8.self)
+                guard line.hasPrefix("HTTP/1."), line.utf8.count >= 12 else { return nil }
                 return Int(line.dropFirst(9).prefix(3))
             }
         }
