@@ -56,7 +56,11 @@ public enum RawHTTPClient {
         var offset = 0
         while offset < bytes.count {
             let end = min(bytes.count, offset + size)
-            try await channel.writeAndFlush(ByteBuffer(bytes: bytes[offset..<end]))
+            do {
+                try await channel.writeAndFlush(ByteBuffer(bytes: bytes[offset..<end]))
+            } catch {
+                break  // the server closed first; what it sent before that is the reply
+            }
             offset = end
             if offset < bytes.count && pause > .zero {
                 try await Task.sleep(nanoseconds: UInt64(pause.nanoseconds))
