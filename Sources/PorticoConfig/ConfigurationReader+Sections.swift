@@ -56,9 +56,11 @@ extension ConfigurationReader {
         if let redirect = map["redirect_https"] {
             self.fail(join(path, "redirect_https"), redirect, "redirect_https is not available in this build yet")
         }
-        guard let address = self.required(map, "address", at: path, node: node).flatMap({
-            self.hostPort($0, at: join(path, "address"))
-        }) else { return nil }
+        guard
+            let address = self.required(map, "address", at: path, node: node).flatMap({
+                self.hostPort($0, at: join(path, "address"))
+            })
+        else { return nil }
         return ListenerConfiguration(address: address)
     }
 
@@ -86,7 +88,9 @@ extension ConfigurationReader {
         if let n = map["idle_timeout"], let v = self.positiveDuration(n, at: join(path, "idle_timeout")) {
             limits.idleTimeout = v
         }
-        if let n = map["max_header_bytes"], let v = self.int(n, at: join(path, "max_header_bytes"), in: 1024...1_048_576) {
+        if let n = map["max_header_bytes"],
+            let v = self.int(n, at: join(path, "max_header_bytes"), in: 1024...1_048_576)
+        {
             limits.maxHeaderBytes = v
         }
         if let n = map["max_uri_bytes"], let v = self.int(n, at: join(path, "max_uri_bytes"), in: 256...1_048_576) {
@@ -98,7 +102,10 @@ extension ConfigurationReader {
     mutating func route(_ node: Node, at path: String) -> RouteConfiguration? {
         let keys = ["match", "pool", "strip_prefix", "preserve_host", "websocket"]
         guard let map = self.mapping(node, at: path, allowed: keys) else { return nil }
-        guard let pool = self.required(map, "pool", at: path, node: node).flatMap({ self.string($0, at: join(path, "pool")) })
+        guard
+            let pool = self.required(map, "pool", at: path, node: node).flatMap({
+                self.string($0, at: join(path, "pool"))
+            })
         else { return nil }
         var route = RouteConfiguration(pool: pool)
         if let matchNode = map["match"] {
@@ -373,7 +380,9 @@ extension PoolConfiguration.HashKeySource {
             }
             let pieces = item.split(separator: ":", maxSplits: 1).map(String.init)
             guard pieces.count == 2, !pieces[1].isEmpty else {
-                return .failure(HashKeyError(message: "expected ip, header:NAME, cookie:NAME or query:NAME, got \"\(item)\""))
+                return .failure(
+                    HashKeyError(message: "expected ip, header:NAME, cookie:NAME or query:NAME, got \"\(item)\"")
+                )
             }
             switch pieces[0] {
             case "header": sources.append(.header(pieces[1].lowercased()))

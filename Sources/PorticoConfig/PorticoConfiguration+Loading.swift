@@ -33,9 +33,11 @@ extension PorticoConfiguration {
         var errors = reader.errors
         if let configuration {
             // "At least one listener" says nothing new when the only listener was already reported as broken.
-            let broken = Set(errors.compactMap { error in
-                ["listeners", "routes"].first { error.path.hasPrefix($0 + "[") }
-            })
+            let broken = Set(
+                errors.compactMap { error in
+                    ["listeners", "routes"].first { error.path.hasPrefix($0 + "[") }
+                }
+            )
             errors += configuration.validate(marks: reader.marks).filter { !broken.contains($0.path) }
         }
         guard errors.isEmpty, let configuration else { throw ConfigurationErrors(errors) }

@@ -42,7 +42,8 @@ public struct PorticoLogHandler: LogHandler {
         switch self.format {
         case .text:
             let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            line = "\(timestamp()) \(event.level) \(self.label): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
+            line =
+                "\(timestamp()) \(event.level) \(self.label): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
         case .json:
             var object = "{\"ts\":\"\(timestamp())\",\"level\":\"\(event.level)\",\"logger\":\(jsonString(self.label)),"
             object += "\"msg\":\(jsonString("\(event.message)"))"

@@ -20,7 +20,9 @@ public struct RouteTable: Sendable {
     public func match(_ head: HTTPRequestHead) -> Route? {
         let target = RequestTarget(head.uri)
         let host = RouteMatcher.normalizedHost(head.headers.first(name: "host"))
-        return self.routes.first { $0.matcher.matches(method: head.method, host: host, path: target.path, headers: head.headers) }
+        return self.routes.first {
+            $0.matcher.matches(method: head.method, host: host, path: target.path, headers: head.headers)
+        }
     }
 }
 

@@ -171,7 +171,10 @@ func serve(_ configuration: PorticoConfiguration) async throws {
             logger: logger
         )
     )
-    logger.info("starting", metadata: ["portico.workers": "\(threads)", "portico.version": "\(PorticoVersion.current)"])
+    logger.info(
+        "starting",
+        metadata: ["portico.workers": "\(threads)", "portico.version": "\(PorticoVersion.current)"]
+    )
     do {
         try await services.run()
     } catch {

@@ -33,7 +33,10 @@ public final class HTTPTestClient: Sendable {
             .connect(host: "127.0.0.1", port: port)
             .get()
         let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ResponseCollector.self), eventLoop: channel.eventLoop)
+            NIOLoopBound(
+                try channel.pipeline.syncOperations.handler(type: ResponseCollector.self),
+                eventLoop: channel.eventLoop
+            )
         }.get()
         return HTTPTestClient(channel: channel, handler: handler)
     }
@@ -69,7 +72,9 @@ public final class HTTPTestClient: Sendable {
             let promise = channel.eventLoop.makePromise(of: Response.self)
             handler.value.waiting.append(promise)
             channel.write(HTTPClientRequestPart.head(requestHead), promise: nil)
-            if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil) }
+            if let body {
+                channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil)
+            }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             return promise.futureResult
         }

@@ -71,7 +71,10 @@ private final class StreamingHandler: ChannelInboundHandler {
         while self.remaining > 0 && context.channel.isWritable {
             let size = min(self.remaining, self.chunk.readableBytes)
             self.remaining -= size
-            context.write(Self.wrapOutboundOut(.body(.byteBuffer(self.chunk.getSlice(at: 0, length: size)!))), promise: nil)
+            context.write(
+                Self.wrapOutboundOut(.body(.byteBuffer(self.chunk.getSlice(at: 0, length: size)!))),
+                promise: nil
+            )
         }
         if self.remaining == 0 {
             self.remaining = -1

@@ -58,7 +58,9 @@ public final class TestBackend: Sendable {
                 state.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(TestBackendHandler(name: name, state: state, delay: responseDelay))
+                    try channel.pipeline.syncOperations.addHandler(
+                        TestBackendHandler(name: name, state: state, delay: responseDelay)
+                    )
                 }
             }
             .bind(host: host, port: port)
@@ -154,7 +156,8 @@ final class TestBackendHandler: ChannelDuplexHandler {
         case .sink(let count):
             self.respond("\(count)\n", context: context)
         case .normal(let head):
-            var text = "backend: \(self.name)\nmethod: \(head.method.rawValue)\nuri: \(head.uri)\nversion: \(head.version)\n"
+            var text =
+                "backend: \(self.name)\nmethod: \(head.method.rawValue)\nuri: \(head.uri)\nversion: \(head.version)\n"
             for (name, value) in head.headers { text += "header: \(name.lowercased()): \(value)\n" }
             if self.delay > .zero {
                 context.eventLoop.assumeIsolated().scheduleTask(in: self.delay) { [weak self] in
@@ -190,7 +193,10 @@ final class TestBackendHandler: ChannelDuplexHandler {
     private func respond(_ text: String, status: HTTPResponseStatus = .ok, context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
         buffer.writeString(text)
-        context.write(Self.wrapOutboundOut(.head(self.responseHead(status, length: buffer.readableBytes))), promise: nil)
+        context.write(
+            Self.wrapOutboundOut(.head(self.responseHead(status, length: buffer.readableBytes))),
+            promise: nil
+        )
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         self.complete(context: context)
     }
@@ -211,7 +217,10 @@ final class TestBackendHandler: ChannelDuplexHandler {
         while self.remainingBytes > 0 && context.channel.isWritable {
             let size = min(self.remainingBytes, Self.chunk.readableBytes)
             self.remainingBytes -= size
-            context.write(Self.wrapOutboundOut(.body(.byteBuffer(Self.chunk.getSlice(at: 0, length: size)!))), promise: nil)
+            context.write(
+                Self.wrapOutboundOut(.body(.byteBuffer(Self.chunk.getSlice(at: 0, length: size)!))),
+                promise: nil
+            )
         }
         if self.remainingBytes == 0, case .bytes = self.mode {
             self.complete(context: context)

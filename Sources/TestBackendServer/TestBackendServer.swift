@@ -17,7 +17,8 @@ struct TestBackendServer: AsyncParsableCommand {
     var name: String = "backend"
 
     func run() async throws {
-        guard let colon = self.listen.lastIndex(of: ":"), let port = Int(self.listen[self.listen.index(after: colon)...])
+        guard let colon = self.listen.lastIndex(of: ":"),
+            let port = Int(self.listen[self.listen.index(after: colon)...])
         else { throw ValidationError("--listen: expected host:port") }
         let host = String(self.listen[..<colon]).trimmingCharacters(in: "[]")
         let backend = try await TestBackend.start(name: self.name, host: host, port: port)

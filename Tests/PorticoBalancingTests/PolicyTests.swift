@@ -104,7 +104,10 @@ func makeBackends(_ weights: [Int]) -> [Backend] {
     @Test func sameRingInEveryInstance() {
         let backends = makeBackends([1, 1, 1, 1])
         let a = ConsistentHash().makeSelector(for: backends, load: BackendLoad(count: 4))
-        let b = ConsistentHash().makeSelector(for: backends.reversed().enumerated().map { _, backend in backend }, load: BackendLoad(count: 4))
+        let b = ConsistentHash().makeSelector(
+            for: backends.reversed().enumerated().map { _, backend in backend },
+            load: BackendLoad(count: 4)
+        )
         for key in 0..<1000 {
             let hashed = StableHash.hash("user-\(key)")
             #expect(a.select(key: hashed) { _ in true }?.id == b.select(key: hashed) { _ in true }?.id)
@@ -136,7 +139,9 @@ func makeBackends(_ weights: [Int]) -> [Backend] {
         let backends = makeBackends([1, 3])
         let selector = ConsistentHash().makeSelector(for: backends, load: BackendLoad(count: 2))
         var counts = [String: Int]()
-        for key in 0..<40_000 { counts[selector.select(key: StableHash.hash("k\(key)")) { _ in true }!.id, default: 0] += 1 }
+        for key in 0..<40_000 {
+            counts[selector.select(key: StableHash.hash("k\(key)")) { _ in true }!.id, default: 0] += 1
+        }
         let share = Double(counts["b1"]!) / 40_000
         #expect(share > 0.70 && share < 0.80)
     }

@@ -14,7 +14,12 @@ import Testing
         RouteConfiguration(host: "static.example.org", pool: "static"),
     ])
 
-    static func head(_ uri: String, host: String? = nil, method: HTTPMethod = .GET, _ headers: [(String, String)] = [])
+    static func head(
+        _ uri: String,
+        host: String? = nil,
+        method: HTTPMethod = .GET,
+        _ headers: [(String, String)] = []
+    )
         -> HTTPRequestHead
     {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
@@ -26,7 +31,9 @@ import Testing
     @Test func firstMatchWins() {
         #expect(Self.table.match(Self.head("/render/x", host: "api.example.com"))?.pool == "render")
         #expect(Self.table.match(Self.head("/render", host: "API.example.com:8080"))?.pool == "render")
-        #expect(Self.table.match(Self.head("/render", host: "other.example.com", [("X-Service-1", "")]))?.pool == "service1")
+        #expect(
+            Self.table.match(Self.head("/render", host: "other.example.com", [("X-Service-1", "")]))?.pool == "service1"
+        )
         #expect(Self.table.match(Self.head("/v2/users", host: "a.b.example.com"))?.pool == "versioned")
         #expect(Self.table.match(Self.head("/x/v2/", host: "a.example.com")) == nil)
         #expect(Self.table.match(Self.head("/v2/users", host: "example.com")) == nil)  // wildcard needs a label
@@ -51,7 +58,11 @@ import Testing
 
     @Test func hashKeySourcesInOrder() {
         let sources: [PoolConfiguration.HashKeySource] = [.query("room"), .cookie("sid"), .header("x-user"), .ip]
-        let byQuery = PoolConfiguration.HashKeySource.key(sources, head: Self.head("/ws?room=lobby&x=1"), downstreamIP: "1.2.3.4")
+        let byQuery = PoolConfiguration.HashKeySource.key(
+            sources,
+            head: Self.head("/ws?room=lobby&x=1"),
+            downstreamIP: "1.2.3.4"
+        )
         #expect(byQuery == StableHash.hash("lobby"))
         let byCookie = PoolConfiguration.HashKeySource.key(
             sources,
@@ -59,7 +70,11 @@ import Testing
             downstreamIP: "1.2.3.4"
         )
         #expect(byCookie == StableHash.hash("abc"))
-        let byHeader = PoolConfiguration.HashKeySource.key(sources, head: Self.head("/", [("X-User", "u7")]), downstreamIP: nil)
+        let byHeader = PoolConfiguration.HashKeySource.key(
+            sources,
+            head: Self.head("/", [("X-User", "u7")]),
+            downstreamIP: nil
+        )
         #expect(byHeader == StableHash.hash("u7"))
         let byIP = PoolConfiguration.HashKeySource.key(sources, head: Self.head("/?room="), downstreamIP: "1.2.3.4")
         #expect(byIP == StableHash.hash("1.2.3.4"))

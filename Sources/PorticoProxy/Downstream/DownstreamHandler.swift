@@ -133,7 +133,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             self.upstream?.delegate = nil
             self.upstream?.close()
             self.upstream = nil
-            self.accessLog.record(exchange, status: exchange.responseStatus?.code ?? 499, downstreamIP: self.downstreamIP)
+            self.accessLog.record(
+                exchange,
+                status: exchange.responseStatus?.code ?? 499,
+                downstreamIP: self.downstreamIP
+            )
         }
         context.fireChannelInactive()
     }
@@ -166,7 +170,12 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             // byte stream cannot be trusted to be parsed the way the client meant it).
             self.isClosing = true
             self.writeLocalResponse(rejection.status, version: head.version, closing: true, context: context)
-            self.accessLog.rejected(head, status: rejection.status.code, reason: rejection.reason, downstreamIP: self.downstreamIP)
+            self.accessLog.rejected(
+                head,
+                status: rejection.status.code,
+                reason: rejection.reason,
+                downstreamIP: self.downstreamIP
+            )
             return
         case .success(let value):
             framing = value
@@ -183,7 +192,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             }
             // Like nginx: the proxy reads the body itself, so it invites it at once.
             if head.version == .http1_1 {
-                context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+                context.writeAndFlush(
+                    Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))),
+                    promise: nil
+                )
             }
         }
 
@@ -326,7 +338,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if exchange.responseStarted {
             // Part of the response is already downstream: the only honest signal left is to cut the connection.
             self.exchange = nil
-            self.accessLog.record(exchange, status: exchange.responseStatus?.code ?? 502, downstreamIP: self.downstreamIP)
+            self.accessLog.record(
+                exchange,
+                status: exchange.responseStatus?.code ?? 502,
+                downstreamIP: self.downstreamIP
+            )
             self.context?.close(promise: nil)
             return
         }
@@ -340,7 +356,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.releaseBackend(exchange)
         exchange.responseStatus = status
         self.accessLog.record(exchange, status: status.code, downstreamIP: self.downstreamIP)
-        let closing = self.prepareToDropBody(requestEnded: exchange.requestEnded, framing: exchange.framing, keepAlive: exchange.keepAlive)
+        let closing = self.prepareToDropBody(
+            requestEnded: exchange.requestEnded,
+            framing: exchange.framing,
+            keepAlive: exchange.keepAlive
+        )
         self.writeLocalResponse(status, version: exchange.head.version, closing: closing, context: context)
     }
 
@@ -472,7 +492,10 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         if status == .serviceUnavailable { headers.add(name: "retry-after", value: "1") }
         let responseVersion: HTTPVersion = version.major == 1 && version.minor == 0 ? .http1_0 : .http1_1
-        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: responseVersion, status: status, headers: headers))), promise: nil)
+        context.write(
+            Self.wrapOutboundOut(.head(HTTPResponseHead(version: responseVersion, status: status, headers: headers))),
+            promise: nil
+        )
         var body = context.channel.allocator.buffer(capacity: text.utf8.count)
         body.writeString(text)
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)

@@ -22,7 +22,10 @@ enum RequestInspection {
     /// - Parameters:
     ///   - head: the decoded request head.
     ///   - limits: the configured size limits.
-    static func inspect(_ head: HTTPRequestHead, limits: LimitsConfiguration) -> Result<RequestFraming, RequestRejection> {
+    static func inspect(
+        _ head: HTTPRequestHead,
+        limits: LimitsConfiguration
+    ) -> Result<RequestFraming, RequestRejection> {
         if head.uri.utf8.count > limits.maxURIBytes {
             return .failure(RequestRejection(status: .uriTooLong, reason: "request target too long"))
         }
@@ -53,7 +56,9 @@ enum RequestInspection {
             // RFC 9112 §6.1: both headers, or TE on HTTP/1.0, is a framing error; a request whose last coding is
             // not chunked cannot be delimited. Any of these is how request smuggling starts.
             if !contentLengths.isEmpty {
-                return .failure(RequestRejection(status: .badRequest, reason: "both Content-Length and Transfer-Encoding"))
+                return .failure(
+                    RequestRejection(status: .badRequest, reason: "both Content-Length and Transfer-Encoding")
+                )
             }
             if head.version.major == 1 && head.version.minor == 0 {
                 return .failure(RequestRejection(status: .badRequest, reason: "Transfer-Encoding on HTTP/1.0"))

@@ -102,7 +102,10 @@ final class UpstreamPools: Sendable {
     init(group: any EventLoopGroup) {
         var pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamConnectionPool>] = [:]
         for loop in group.makeIterator() {
-            pools[ObjectIdentifier(loop)] = .makeBoxSendingValue(UpstreamConnectionPool(eventLoop: loop), eventLoop: loop)
+            pools[ObjectIdentifier(loop)] = .makeBoxSendingValue(
+                UpstreamConnectionPool(eventLoop: loop),
+                eventLoop: loop
+            )
         }
         self.pools = pools
     }

@@ -1,10 +1,11 @@
 import NIOCore
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOHTTP1
 import PorticoTestSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct FailureTests {
     @Test func retriesOnAnotherBackendWhenOneIsDown() async throws {
@@ -120,12 +121,27 @@ import Testing
                 // Warm up, then measure: the whole process (client, proxy and backend) must not grow with the body.
                 _ = try await StreamingClient.run(port: proxy.port, method: .POST, uri: "/echo", uploadBytes: 8 << 20)
                 let before = residentBytes()
-                let echo = try await StreamingClient.run(port: proxy.port, method: .POST, uri: "/echo", uploadBytes: Self.size)
+                let echo = try await StreamingClient.run(
+                    port: proxy.port,
+                    method: .POST,
+                    uri: "/echo",
+                    uploadBytes: Self.size
+                )
                 #expect(echo.status == 200)
                 #expect(echo.bodyBytes == Self.size)
-                let download = try await StreamingClient.run(port: proxy.port, method: .GET, uri: "/bytes/\(Self.size)", uploadBytes: 0)
+                let download = try await StreamingClient.run(
+                    port: proxy.port,
+                    method: .GET,
+                    uri: "/bytes/\(Self.size)",
+                    uploadBytes: 0
+                )
                 #expect(download.bodyBytes == Self.size)
-                let upload = try await StreamingClient.run(port: proxy.port, method: .POST, uri: "/sink", uploadBytes: Self.size)
+                let upload = try await StreamingClient.run(
+                    port: proxy.port,
+                    method: .POST,
+                    uri: "/sink",
+                    uploadBytes: Self.size
+                )
                 #expect(upload.status == 200)
                 let growth = residentBytes() - before
                 #expect(growth < 64 << 20, "resident memory grew by \(growth >> 20) MiB")

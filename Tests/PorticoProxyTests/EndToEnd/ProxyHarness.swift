@@ -22,7 +22,11 @@ struct ProxyHarness {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var logger = Logger(label: "portico.test")
         logger.logLevel = .critical
-        let server = ProxyServer(store: ConfigStore(ProxySnapshot(configuration: configuration)), group: group, logger: logger)
+        let server = ProxyServer(
+            store: ConfigStore(ProxySnapshot(configuration: configuration)),
+            group: group,
+            logger: logger
+        )
         let addresses = try await server.start()
         return ProxyHarness(server: server, group: group, port: addresses.first?.port ?? 0)
     }
@@ -74,7 +78,9 @@ func deadPort() throws -> Int {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = 0
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    }
     _ = withUnsafeMutablePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }

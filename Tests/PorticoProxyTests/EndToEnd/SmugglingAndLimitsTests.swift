@@ -34,7 +34,10 @@ import Testing
                 pools: { p: { backends: [{ address: "\(b[0].address)" }] } }
                 """
             try await withProxy(yaml) { proxy in
-                let reply = try await RawHTTPClient.send(request + "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", port: proxy.port)
+                let reply = try await RawHTTPClient.send(
+                    request + "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+                    port: proxy.port
+                )
                 #expect(reply.statuses == [400], "\(name): \(reply.text)")
                 #expect(reply.closedByServer, "\(name): connection left open")
                 #expect(b[0].stats.requests == 0, "\(name) reached the backend")
@@ -57,16 +60,30 @@ import Testing
         try await withBackends(["one"]) { b in
             try await withProxy(Self.yaml(b[0], limits: "max_header_bytes: 4096, max_uri_bytes: 1024")) { proxy in
                 let big = String(repeating: "a", count: 5000)
-                let tooLarge = try await RawHTTPClient.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(big)\r\n\r\n", port: proxy.port)
+                let tooLarge = try await RawHTTPClient.send(
+                    "GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(big)\r\n\r\n",
+                    port: proxy.port
+                )
                 #expect(tooLarge.statuses == [431])
                 #expect(tooLarge.closedByServer)
                 let huge = String(repeating: "b", count: 100_000)  // past the parser's own limit
-                let parserLimit = try await RawHTTPClient.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(huge)\r\n\r\n", port: proxy.port)
+                let parserLimit = try await RawHTTPClient.send(
+                    "GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(huge)\r\n\r\n",
+                    port: proxy.port
+                )
                 #expect(parserLimit.statuses == [431])
-                let longURI = try await RawHTTPClient.send("GET /\(String(repeating: "u", count: 2000)) HTTP/1.1\r\nHost: x\r\n\r\n", port: proxy.port)
+                let longURI = try await RawHTTPClient.send(
+                    "GET /\(String(repeating: "u", count: 2000)) HTTP/1.1\r\nHost: x\r\n\r\n",
+                    port: proxy.port
+                )
                 #expect(longURI.statuses == [414])
                 #expect(b[0].stats.requests == 0)
-                let fine = try await HTTPTestClient.request(port: proxy.port, .GET, "/ok", headers: [("X-Some", String(repeating: "c", count: 2000))])
+                let fine = try await HTTPTestClient.request(
+                    port: proxy.port,
+                    .GET,
+                    "/ok",
+                    headers: [("X-Some", String(repeating: "c", count: 2000))]
+                )
                 #expect(fine.status == 200)
             }
         }
