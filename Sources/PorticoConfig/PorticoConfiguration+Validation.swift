@@ -40,7 +40,8 @@ extension PorticoConfiguration {
             case .consistentHash:
                 if pool.hashKey.isEmpty { fail("\(path).policy", "consistent_hash needs hash_key") }
             case .cookie:
-                if pool.stickyCookie == nil { fail("\(path).policy", "the cookie policy needs sticky_cookie") }
+                // The Set-Cookie insertion it needs belongs to the WebSocket issue; refuse rather than pretend.
+                fail("\(path).policy", "policy cookie is not available in this build yet; use consistent_hash with hash_key: \"cookie:NAME\"")
             case .roundRobin, .leastConnections, .randomTwo:
                 break
             }
@@ -55,5 +56,25 @@ extension PorticoConfiguration {
             }
         }
         return errors
+    }
+
+    /// Settings this build accepts and validates but does not act on yet, as key paths with a reason.
+    ///
+    /// `portico check` and `portico run` print them as warnings, so nobody believes a health check runs
+    /// when it does not.
+    public var settingsNotYetEnforced: [String] {
+        var notes: [String] = []
+        if self.admin != nil { notes.append("admin: the admin API is not served yet") }
+        for (index, route) in self.routes.enumerated() where route.websocket != nil {
+            notes.append("routes[\(index)].websocket: WebSocket rules are not enforced yet (upgrades are not proxied)")
+        }
+        for pool in self.pools {
+            let path = "pools.\(pool.name)"
+            if pool.health != nil { notes.append("\(path).health: active health checks do not run yet") }
+            if pool.passive != nil { notes.append("\(path).passive: passive ejection is not done yet") }
+            if pool.hold != nil { notes.append("\(path).hold: requests are not held yet; no backend answers 503") }
+            if pool.discovery != nil { notes.append("\(path).discovery: discovery does not run yet") }
+        }
+        return notes
     }
 }

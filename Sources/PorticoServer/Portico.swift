@@ -76,8 +76,9 @@ struct Check: ParsableCommand {
 
     func run() throws {
         do {
-            _ = try PorticoConfiguration.load(path: self.config)
+            let configuration = try PorticoConfiguration.load(path: self.config)
             print("configuration OK")
+            for note in configuration.settingsNotYetEnforced { printError("warning: \(note)") }
         } catch {
             for problem in error.errors { printError("\(self.config):\(problem)") }
             throw ExitCode(1)
@@ -175,6 +176,7 @@ func serve(_ configuration: PorticoConfiguration) async throws {
         "starting",
         metadata: ["portico.workers": "\(threads)", "portico.version": "\(PorticoVersion.current)"]
     )
+    for note in configuration.settingsNotYetEnforced { logger.warning("\(note)") }
     do {
         try await services.run()
     } catch {
