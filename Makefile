@@ -14,7 +14,8 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
-	$(SWIFT) build -c release --product portico --product portico-testbackend
+	$(SWIFT) build -c release --product portico
+	$(SWIFT) build -c release --product portico-testbackend
 
 lint:
 	$(SWIFT) format lint --recursive --strict Package.swift Sources Tests

@@ -35,6 +35,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     private var isClosing = false
     /// `read` was held back for backpressure.
     private var pendingRead = false
+    private var requestIDs = RequestIDGenerator()
 
     init(
         snapshot: ProxySnapshot,
@@ -209,7 +210,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             framing: framing,
             route: route,
             pool: pool,
-            requestID: head.requestID,
+            requestID: head.requestID(generator: &self.requestIDs),
             hashKey: hashKey
         )
         self.exchange = exchange

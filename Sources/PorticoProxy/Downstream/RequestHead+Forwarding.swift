@@ -178,14 +178,14 @@ extension HTTPRequestHead {
         )
     }
 
-    /// The downstream's `X-Request-Id` when it is short and printable; otherwise a new random one.
-    var requestID: String {
+    /// The downstream's `X-Request-Id` when it is short and printable; otherwise a new one from `generator`.
+    func requestID(generator: inout RequestIDGenerator) -> String {
         if let given = self.headers.first(name: "x-request-id"), !given.isEmpty, given.utf8.count <= 128,
             given.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         {
             return given
         }
-        return RequestID.make()
+        return generator.next()
     }
 
     /// Methods RFC 9110 §9.2.2 calls idempotent: safe to send again to another backend.
@@ -197,15 +197,44 @@ extension HTTPRequestHead {
     }
 }
 
-enum RequestID {
-    /// 128 random bits as 32 hex digits.
-    static func make() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        let text = String(high, radix: 16) + String(low, radix: 16)
-        return String(repeating: "0", count: max(0, 32 - text.count)) + text
+/// Request ids: 128 bits as 32 hex digits from xoshiro256**, seeded once per connection from the system
+/// generator, so a request costs no system call (ids need to be unique, not secret).
+struct RequestIDGenerator {
+    private var state: (UInt64, UInt64, UInt64, UInt64)
+
+    init() {
+        var system = SystemRandomNumberGenerator()
+        self.state = (system.next(), system.next(), system.next(), system.next() | 1)
     }
+
+    private mutating func next64() -> UInt64 {
+        let result = rotate(self.state.1 &* 5, 7) &* 9
+        let t = self.state.1 << 17
+        self.state.2 ^= self.state.0
+        self.state.3 ^= self.state.1
+        self.state.1 ^= self.state.2
+        self.state.0 ^= self.state.3
+        self.state.2 ^= t
+        self.state.3 = rotate(self.state.3, 45)
+        return result
+    }
+
+    mutating func next() -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        let high = self.next64()
+        let low = self.next64()
+        return String(unsafeUninitializedCapacity: 32) { buffer in
+            for index in 0..<16 {
+                buffer[index] = digits[Int((high >> (60 - 4 * UInt64(index))) & 0xF)]
+                buffer[16 + index] = digits[Int((low >> (60 - 4 * UInt64(index))) & 0xF)]
+            }
+            return 32
+        }
+    }
+}
+
+private func rotate(_ value: UInt64, _ bits: UInt64) -> UInt64 {
+    (value << bits) | (value >> (64 - bits))
 }
 
 extension HTTPResponseHead {
