@@ -67,7 +67,7 @@ let package = Package(
         // test support (not a product)
         .target(
             name: "PorticoTestSupport",
-            dependencies: [nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1")],
+            dependencies: [nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket")],
             swiftSettings: settings
         ),
         .executableTarget(

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 
 /// A small HTTP/1.1 backend on loopback for tests and the pre-chat demo.
 ///
@@ -26,6 +27,8 @@ public final class TestBackend: Sendable {
         public var active = 0
         public var maxActive = 0
         public var lastHead: HTTPRequestHead?
+        /// WebSocket connections upgraded.
+        public var websockets = 0
     }
 
     private init(name: String, channel: any Channel, state: NIOLockedValueBox<Stats>) {
@@ -57,10 +60,29 @@ public final class TestBackend: Sendable {
             .childChannelInitializer { channel in
                 state.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(
-                        TestBackendHandler(name: name, state: state, delay: responseDelay)
+                    let http = TestBackendHandler(name: name, state: state, delay: responseDelay)
+                    // /ws… upgrades to a WebSocket echo; everything else (even with Upgrade headers) is HTTP.
+                    let upgrader = NIOWebSocketServerUpgrader(
+                        maxFrameSize: 1 << 24,
+                        shouldUpgrade: { channel, head in
+                            channel.eventLoop.makeSucceededFuture(head.uri.hasPrefix("/ws") ? HTTPHeaders() : nil)
+                        },
+                        upgradePipelineHandler: { channel, _ in
+                            state.withLockedValue { $0.websockets += 1 }
+                            return channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(WebSocketEchoHandler(name: name))
+                            }
+                        }
                     )
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withServerUpgrade: (
+                            upgraders: [upgrader],
+                            completionHandler: { context in
+                                context.pipeline.syncOperations.removeHandler(http, promise: nil)
+                            }
+                        )
+                    )
+                    try channel.pipeline.syncOperations.addHandler(http)
                 }
             }
             .bind(host: host, port: port)
@@ -78,7 +100,7 @@ public final class TestBackend: Sendable {
     }
 }
 
-final class TestBackendHandler: ChannelDuplexHandler {
+final class TestBackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart

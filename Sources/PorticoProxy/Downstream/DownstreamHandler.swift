@@ -10,7 +10,7 @@ import PorticoRouting
 ///
 /// Runs entirely on the downstream's event loop; its upstream connection is opened on the same loop, so the
 /// two halves call each other directly, with no locks and no hops.
-final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
+final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, UpstreamDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -186,6 +186,21 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             self.answerLocally(.notFound, head: head, framing: framing, reason: "no route", context: context)
             return
         }
+        let isWebSocket = head.isWebSocketUpgrade
+        if isWebSocket, let origins = route.websocket?.origins, !origins.isEmpty {
+            // Cross-site WebSocket hijacking: a browser always sends Origin; only listed sites may open sockets.
+            let origin = head.headers.first(name: "origin") ?? ""
+            guard origins.contains(origin) else {
+                self.answerLocally(
+                    .forbidden,
+                    head: head,
+                    framing: framing,
+                    reason: "origin \(origin)",
+                    context: context
+                )
+                return
+            }
+        }
         if let expect = head.headers.first(name: "expect") {
             guard expect.lowercased() == "100-continue" else {
                 self.answerLocally(.expectationFailed, head: head, framing: framing, reason: "expect", context: context)
@@ -213,6 +228,8 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             requestID: head.requestID(generator: &self.requestIDs),
             hashKey: hashKey
         )
+        exchange.isWebSocket = isWebSocket
+        if head.stopsTheParser && !isWebSocket { exchange.closeAfterResponse = true }
         self.exchange = exchange
         self.dispatch(exchange)
     }
@@ -360,7 +377,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         let closing = self.prepareToDropBody(
             requestEnded: exchange.requestEnded,
             framing: exchange.framing,
-            keepAlive: exchange.keepAlive
+            keepAlive: exchange.keepAlive && !exchange.head.stopsTheParser
         )
         self.writeLocalResponse(status, version: exchange.head.version, closing: closing, context: context)
     }
@@ -373,7 +390,11 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         context: ChannelHandlerContext
     ) {
         self.accessLog.rejected(head, status: status.code, reason: reason, downstreamIP: self.downstreamIP)
-        let closing = self.prepareToDropBody(requestEnded: false, framing: framing, keepAlive: head.isKeepAlive)
+        let closing = self.prepareToDropBody(
+            requestEnded: false,
+            framing: framing,
+            keepAlive: head.isKeepAlive && !head.stopsTheParser
+        )
         self.writeLocalResponse(status, version: head.version, closing: closing, context: context)
     }
 
@@ -409,6 +430,33 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch part {
         case .head(let head):
             exchange.responseTimer?.cancel()
+            if head.status == .switchingProtocols {
+                guard exchange.isWebSocket else {
+                    // Nothing asked this backend to switch protocols (Upgrade was not forwarded).
+                    self.upstream?.delegate = nil
+                    self.upstream?.close()
+                    self.upstream = nil
+                    self.accessLog.upstreamError(
+                        exchange,
+                        backend: exchange.backend,
+                        error: ProxyError.unexpectedUpgrade
+                    )
+                    self.fail(exchange, status: .badGateway, reason: "\(ProxyError.unexpectedUpgrade)")
+                    return
+                }
+                exchange.upgraded = true
+                exchange.responseStatus = head.status
+                let downstreamHead = head.downstreamHead(
+                    version: exchange.head.version,
+                    closing: false,
+                    requestID: exchange.requestID
+                )
+                self.responseInProgress = true
+                context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
+                return
+            }
+            // A refused handshake: the parser stopped after it, so the connection ends with this response.
+            if exchange.isWebSocket { exchange.closeAfterResponse = true }
             exchange.responseStatus = head.status
             exchange.upstreamReusable =
                 head.isKeepAlive && (head.hasDelimitedBody || exchange.head.method == .HEAD)
@@ -430,7 +478,88 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.responseBytes += buffer.readableBytes
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end:
+            if exchange.upgraded {
+                self.responseInProgress = false
+                context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+                // Leave the decoders' call stacks before taking them out of the pipelines.
+                context.eventLoop.assumeIsolated().execute { self.beginTunnel(exchange) }
+                return
+            }
             self.finish(exchange, context: context)
+        }
+    }
+
+    /// Turns both connections into a WebSocket tunnel: the HTTP handlers leave both pipelines and a pair of
+    /// ``TunnelHandler``s moves the bytes. Bytes either side sent after the handshake, still held by the HTTP
+    /// decoders, go into the tunnel first.
+    private func beginTunnel(_ exchange: Exchange) {
+        guard self.exchange === exchange, let context = self.context, let upstream = self.upstream,
+            let upstreamChannel = upstream.channel, let backend = exchange.backend
+        else {
+            if let exchange = self.exchange { self.releaseBackend(exchange) }
+            self.context?.close(promise: nil)
+            return
+        }
+        self.exchange = nil
+        self.upstream = nil
+        upstream.delegate = nil
+        self.accessLog.record(exchange, status: 101, downstreamIP: self.downstreamIP)
+        let limits = exchange.route.websocket ?? WebSocketConfiguration()
+        let session = TunnelSession(
+            pool: exchange.pool,
+            backend: backend,
+            idleTimeout: .milliseconds(limits.idleTimeout.milliseconds),
+            eventLoop: context.eventLoop,
+            logger: self.accessLog.logger
+        )
+        let down = TunnelHandler(side: .downstream, session: session, maxMessageBytes: limits.maxMessageBytes)
+        let up = TunnelHandler(side: .upstream, session: session, maxMessageBytes: limits.maxMessageBytes)
+        down.partner = up
+        up.partner = down
+        session.downstream = down
+        session.upstream = up
+        let downstreamChannel = context.channel
+        do {
+            let downstreamPipeline = downstreamChannel.pipeline.syncOperations
+            let upstreamPipeline = upstreamChannel.pipeline.syncOperations
+            try downstreamPipeline.addHandler(down)
+            try upstreamPipeline.addHandler(up)
+            try downstreamPipeline.removeHandler(
+                context: downstreamPipeline.context(handlerType: DownstreamTimeoutHandler.self)
+            )
+            try downstreamPipeline.removeHandler(
+                context: downstreamPipeline.context(handlerType: HTTPServerPipelineHandler.self)
+            )
+            try downstreamPipeline.removeHandler(
+                context: downstreamPipeline.context(handlerType: NIOHTTPResponseHeadersValidator.self)
+            )
+            try downstreamPipeline.removeHandler(
+                context: downstreamPipeline.context(handlerType: HTTPResponseEncoder.self)
+            )
+            try upstreamPipeline.removeHandler(context: upstreamPipeline.context(handlerType: UpstreamHandler.self))
+            try upstreamPipeline.removeHandler(
+                context: upstreamPipeline.context(handlerType: NIOHTTPRequestHeadersValidator.self)
+            )
+            try upstreamPipeline.removeHandler(context: upstreamPipeline.context(handlerType: HTTPRequestEncoder.self))
+            session.start()
+            // Removing the decoders hands over whatever they hold past the handshake, as plain bytes.
+            try upstreamPipeline.removeHandler(
+                context: upstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self)
+            )
+            try downstreamPipeline.removeHandler(
+                context: downstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            )
+            try downstreamPipeline.removeHandler(context: context)
+            try? downstreamChannel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            try? upstreamChannel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            down.flush()
+            up.flush()
+            downstreamChannel.read()
+            upstreamChannel.read()
+        } catch {
+            self.accessLog.logger.error("could not start a tunnel", metadata: ["portico.error": "\(error)"])
+            downstreamChannel.close(promise: nil)
+            upstreamChannel.close(promise: nil)
         }
     }
 
@@ -441,7 +570,7 @@ final class DownstreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.releaseBackend(exchange)
         if let upstream {
             upstream.delegate = nil
-            if exchange.requestEnded && exchange.upstreamReusable {
+            if exchange.requestEnded && exchange.upstreamReusable && !exchange.isWebSocket {
                 self.upstreams.release(upstream)
             } else {
                 upstream.close()
@@ -521,11 +650,13 @@ extension HTTPResponseStatus {
 enum ProxyError: Error, CustomStringConvertible {
     case upstreamClosed
     case responseTimeout
+    case unexpectedUpgrade
 
     var description: String {
         switch self {
         case .upstreamClosed: return "upstream closed the connection"
         case .responseTimeout: return "upstream response timeout"
+        case .unexpectedUpgrade: return "upstream switched protocols unasked"
         }
     }
 }

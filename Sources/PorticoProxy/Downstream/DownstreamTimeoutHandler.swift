@@ -4,7 +4,7 @@ import NIOCore
 ///
 /// It sees raw bytes, so it knows when a request head *starts*: from then the whole head must arrive within
 /// `header_timeout`. Between requests on a keep-alive connection, `idle_timeout` applies.
-final class DownstreamTimeoutHandler: ChannelInboundHandler {
+final class DownstreamTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 

@@ -41,6 +41,10 @@ final class Exchange {
     var responseStatus: HTTPResponseStatus?
     var responseBytes = 0
     var closeAfterResponse = false
+    /// The request is a WebSocket handshake.
+    var isWebSocket = false
+    /// The backend answered the handshake with 101: once its end arrives the connection becomes a tunnel.
+    var upgraded = false
     /// The backend's response allows another request on the same connection.
     var upstreamReusable = false
     var responseTimer: Scheduled<Void>?

@@ -149,6 +149,11 @@ extension HTTPRequestHead {
         forwarding: ForwardingContext
     ) -> HTTPRequestHead {
         var headers = removingHopByHop(self.headers, alsoRemoving: ["expect", "x-request-id"])
+        if self.isWebSocketUpgrade {
+            // The one hop-by-hop exchange a proxy passes on: the WebSocket handshake.
+            headers.add(name: "connection", value: "upgrade")
+            headers.add(name: "upgrade", value: "websocket")
+        }
         let originalHost = self.headers.first(name: "host")
         if !route.preserveHost || originalHost == nil {
             headers.replaceOrAdd(name: "host", value: backendAddress)
@@ -186,6 +191,20 @@ extension HTTPRequestHead {
             return given
         }
         return generator.next()
+    }
+
+    /// A WebSocket opening handshake (RFC 6455 §4.1): GET, HTTP/1.1, `Connection` with the `upgrade` token and
+    /// `Upgrade` with `websocket`, in any case and within token lists.
+    var isWebSocketUpgrade: Bool {
+        guard self.method == .GET, self.version == .http1_1 else { return false }
+        return self.headers.hasToken("upgrade", in: "connection") && self.headers.hasToken("websocket", in: "upgrade")
+    }
+
+    /// The HTTP parser stops after this head (an upgrade request or CONNECT), so nothing after it on the
+    /// connection can be read as a request: the connection must close after the response unless it tunnels.
+    var stopsTheParser: Bool {
+        self.method == .CONNECT
+            || (self.headers.hasToken("upgrade", in: "connection") && self.headers.contains(name: "upgrade"))
     }
 
     /// Methods RFC 9110 §9.2.2 calls idempotent: safe to send again to another backend.
@@ -237,11 +256,22 @@ private func rotate(_ value: UInt64, _ bits: UInt64) -> UInt64 {
     (value << bits) | (value >> (64 - bits))
 }
 
+extension HTTPHeaders {
+    /// Whether header `name` lists `token` (comma-separated, case-insensitive).
+    func hasToken(_ token: String, in name: String) -> Bool {
+        // canonicalForm splits comma-separated lists and trims the whitespace around each element.
+        self[canonicalForm: name].contains { $0.utf8.count == token.utf8.count && $0.lowercased() == token }
+    }
+}
+
 extension HTTPResponseHead {
     /// The head to send downstream: hop-by-hop headers removed; the encoder reframes the body for the client.
     func downstreamHead(version: HTTPVersion, closing: Bool, requestID: String) -> HTTPResponseHead {
         var headers = removingHopByHop(self.headers)
-        if closing {
+        if self.status == .switchingProtocols {
+            headers.add(name: "connection", value: "upgrade")
+            headers.add(name: "upgrade", value: "websocket")
+        } else if closing {
             headers.add(name: "connection", value: "close")
         } else if version.major == 1 && version.minor == 0 {
             headers.add(name: "connection", value: "keep-alive")

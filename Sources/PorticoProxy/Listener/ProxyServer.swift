@@ -100,7 +100,15 @@ public final class ProxyServer: Service, Sendable {
                     )
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(timeouts)
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
+                    // An upgrade configuration without upgraders: NIO then builds the request decoder with
+                    // `.forwardBytes`, so bytes a client sends after its WebSocket handshake reach the tunnel
+                    // when the decoder leaves the pipeline. The upgrade handler itself steps aside after the
+                    // first request head, since it has nothing to upgrade to.
+                    try sync.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true,
+                        withServerUpgrade: (upgraders: [], completionHandler: { _ in }),
+                        withErrorHandling: false
+                    )
                     try sync.addHandler(
                         DownstreamHandler(
                             snapshot: snapshot,

@@ -32,6 +32,8 @@ public final class BackendPool: Sendable {
     public let backends: [Backend]
     public let load: BackendLoad
     public let selector: any BackendSelector
+    /// Live tunnels and WebSocket traffic, by backend index.
+    public let tunnels: [TunnelCounters]
 
     init(configuration: PoolConfiguration) {
         self.name = configuration.name
@@ -46,6 +48,7 @@ public final class BackendPool: Sendable {
             )
         }
         self.load = BackendLoad(count: self.backends.count)
+        self.tunnels = self.backends.map { _ in TunnelCounters() }
         self.selector = configuration.makePolicy().makeSelector(for: self.backends, load: self.load)
     }
 }

@@ -14,7 +14,7 @@ protocol UpstreamDelegate: AnyObject {
 
 /// The last handler of an upstream (proxy → backend) pipeline: hands responses to the current exchange,
 /// and holds reads while the downstream is not writable.
-final class UpstreamHandler: ChannelDuplexHandler {
+final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
