@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(
             name: "PorticoProxyTests",
             dependencies: [
-                "PorticoProxy", "PorticoConfig", "PorticoTestSupport",
+                "PorticoProxy", "PorticoConfig", "PorticoBalancing", "PorticoTestSupport",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOEmbedded"), logging,
             ],
             swiftSettings: settings

@@ -19,9 +19,15 @@ public protocol BackendSelector: Sendable {
     ///   - isUsable: the proxy's view of health, drain and already-tried backends; kept outside the policy.
     /// - Returns: `nil` when no backend is usable.
     func select(key: UInt64?, where isUsable: (Backend) -> Bool) -> Backend?
+
+    /// A short hash of the selector's key-placement state, for policies that pin keys: replicas with equal
+    /// fingerprints send every key to the same backend. `nil` for policies that do not hash.
+    var fingerprint: String? { get }
 }
 
 extension BackendSelector {
+    public var fingerprint: String? { nil }
+
     /// Selection without a key and with every backend usable.
     public func select() -> Backend? {
         self.select(key: nil) { _ in true }

@@ -48,6 +48,19 @@ struct ConsistentHashSelector: BackendSelector {
     let boundedLoad: Double?
     let fallback = Ticket()
 
+    /// Hash of every ring point and its owner's id, in ring order: 12 hex digits.
+    var fingerprint: String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(self.ring.count * 12)
+        for (point, owner) in zip(self.ring, self.owners) {
+            withUnsafeBytes(of: point.littleEndian) { bytes += $0 }
+            bytes += self.backends[Int(owner)].id.utf8
+        }
+        if let bound = self.boundedLoad { bytes += "\(bound)".utf8 }
+        let text = String(StableHash.hash(bytes), radix: 16)
+        return String((String(repeating: "0", count: 16 - text.count) + text).prefix(12))
+    }
+
     func select(key: UInt64?, where isUsable: (Backend) -> Bool) -> Backend? {
         guard !self.ring.isEmpty else { return nil }
         // No key (the request carries none of the hash_key sources): spread by rotation instead.

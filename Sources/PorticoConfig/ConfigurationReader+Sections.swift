@@ -76,11 +76,19 @@ extension ConfigurationReader {
     }
 
     mutating func limits(_ node: Node, at path: String) -> LimitsConfiguration? {
-        let keys = ["max_connections", "header_timeout", "idle_timeout", "max_header_bytes", "max_uri_bytes"]
+        let keys = [
+            "max_connections", "max_connections_per_ip", "header_timeout", "idle_timeout", "max_header_bytes",
+            "max_uri_bytes",
+        ]
         guard let map = self.mapping(node, at: path, allowed: keys) else { return nil }
         var limits = LimitsConfiguration()
         if let n = map["max_connections"], let v = self.int(n, at: join(path, "max_connections"), in: 1...10_000_000) {
             limits.maxConnections = v
+        }
+        if let n = map["max_connections_per_ip"],
+            let v = self.int(n, at: join(path, "max_connections_per_ip"), in: 1...10_000_000)
+        {
+            limits.maxConnectionsPerIP = v
         }
         if let n = map["header_timeout"], let v = self.positiveDuration(n, at: join(path, "header_timeout")) {
             limits.headerTimeout = v
@@ -267,7 +275,8 @@ extension ConfigurationReader {
     }
 
     mutating func backend(_ node: Node, at path: String) -> BackendConfiguration? {
-        guard let map = self.mapping(node, at: path, allowed: ["address", "id", "weight"]) else { return nil }
+        guard let map = self.mapping(node, at: path, allowed: ["address", "id", "weight", "max_connections"])
+        else { return nil }
         guard
             let address = self.required(map, "address", at: path, node: node).flatMap({
                 self.hostPort($0, at: join(path, "address"))
@@ -276,7 +285,10 @@ extension ConfigurationReader {
         if address.port == 0 { self.fail(join(path, "address"), map["address"], "a backend needs a real port, not 0") }
         let id = map["id"].flatMap { self.string($0, at: join(path, "id")) }
         let weight = map["weight"].flatMap { self.int($0, at: join(path, "weight"), in: 1...1000) } ?? 1
-        return BackendConfiguration(address: address, id: id, weight: weight)
+        let maxConnections = map["max_connections"].flatMap {
+            self.int($0, at: join(path, "max_connections"), in: 1...10_000_000)
+        }
+        return BackendConfiguration(address: address, id: id, weight: weight, maxConnections: maxConnections)
     }
 
     mutating func discovery(_ node: Node, at path: String) -> DiscoveryConfiguration? {

@@ -56,11 +56,14 @@ public struct BackendConfiguration: Sendable, Equatable {
     public var id: String
     /// Relative share of new work, 1…1000. Default 1.
     public var weight: Int
+    /// Most requests and tunnels this backend takes at once; `nil` for no limit.
+    public var maxConnections: Int?
 
-    public init(address: HostPort, id: String? = nil, weight: Int = 1) {
+    public init(address: HostPort, id: String? = nil, weight: Int = 1, maxConnections: Int? = nil) {
         self.address = address
         self.id = id ?? address.description
         self.weight = weight
+        self.maxConnections = maxConnections
     }
 }
 

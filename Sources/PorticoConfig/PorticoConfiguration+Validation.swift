@@ -40,11 +40,7 @@ extension PorticoConfiguration {
             case .consistentHash:
                 if pool.hashKey.isEmpty { fail("\(path).policy", "consistent_hash needs hash_key") }
             case .cookie:
-                // The Set-Cookie insertion it needs belongs to the WebSocket issue; refuse rather than pretend.
-                fail(
-                    "\(path).policy",
-                    "policy cookie is not available in this build yet; use consistent_hash with hash_key: \"cookie:NAME\""
-                )
+                if pool.stickyCookie == nil { fail("\(path).policy", "the cookie policy needs sticky_cookie") }
             case .roundRobin, .leastConnections, .randomTwo:
                 break
             }

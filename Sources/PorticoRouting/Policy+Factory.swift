@@ -9,7 +9,7 @@ extension PoolConfiguration {
         case .leastConnections: return LeastConnections()
         case .randomTwo: return RandomTwo()
         case .consistentHash: return ConsistentHash(boundedLoad: self.boundedLoad)
-        case .cookie: return RoundRobin()  // first choice of the cookie policy; the cookie then pins
+        case .cookie: return RoundRobin()  // the first choice; from then on the sticky cookie pins
         }
     }
 }

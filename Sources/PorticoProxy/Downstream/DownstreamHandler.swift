@@ -236,8 +236,19 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
 
     /// Picks the next backend for `exchange` and gets a connection to it.
     private func dispatch(_ exchange: Exchange) {
-        let selected = exchange.pool.selector.select(key: exchange.hashKey) { backend in
-            !exchange.tried.contains(backend.index)
+        let pool = exchange.pool
+        let isUsable = { (backend: Backend) -> Bool in
+            !exchange.tried.contains(backend.index) && pool.hasRoom(backend)
+        }
+        var selected: Backend?
+        if let cookie = pool.stickyCookie, exchange.attempts == 0 {
+            exchange.stickyToken = cookieValue(cookie, in: exchange.head.headers)
+            if let token = exchange.stickyToken, let pinned = pool.backend(forStickyToken: token), isUsable(pinned) {
+                selected = pinned  // the client's sticky backend, while it can take the request
+            }
+        }
+        if selected == nil {
+            selected = pool.selector.select(key: exchange.hashKey, where: isUsable)
         }
         guard let backend = selected else {
             let status: HTTPResponseStatus = exchange.attempts == 0 ? .serviceUnavailable : .badGateway
@@ -249,7 +260,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         exchange.backend = backend
         exchange.pool.load.begin(backend)
 
-        if let handler = self.upstreams.lease(backend) {
+        // A WebSocket handshake gets a connection of its own: the connection becomes the tunnel, and some
+        // servers only upgrade the first request of a connection.
+        if !exchange.isWebSocket, let handler = self.upstreams.lease(backend) {
             self.attach(handler, to: exchange, reused: true)
             return
         }
@@ -446,11 +459,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 }
                 exchange.upgraded = true
                 exchange.responseStatus = head.status
-                let downstreamHead = head.downstreamHead(
+                var downstreamHead = head.downstreamHead(
                     version: exchange.head.version,
                     closing: false,
                     requestID: exchange.requestID
                 )
+                self.addStickyCookie(to: &downstreamHead, exchange: exchange)
                 self.responseInProgress = true
                 context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
                 return
@@ -467,11 +481,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 version.major == 1 && version.minor == 0 && !isHEAD
                 && !head.headers.contains(name: "content-length") && head.status.mayHaveResponseBody
             if !exchange.keepAlive || http10NeedsClose { exchange.closeAfterResponse = true }
-            let downstreamHead = head.downstreamHead(
+            var downstreamHead = head.downstreamHead(
                 version: version,
                 closing: exchange.closeAfterResponse,
                 requestID: exchange.requestID
             )
+            self.addStickyCookie(to: &downstreamHead, exchange: exchange)
             self.responseInProgress = true
             context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
         case .body(let buffer):
@@ -561,6 +576,14 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             downstreamChannel.close(promise: nil)
             upstreamChannel.close(promise: nil)
         }
+    }
+
+    /// Pins the client to the backend that answered, unless its cookie already named that backend.
+    private func addStickyCookie(to head: inout HTTPResponseHead, exchange: Exchange) {
+        guard let cookie = exchange.pool.stickyCookie, let index = exchange.tried.last else { return }
+        let token = exchange.pool.stickyTokens[index]
+        guard exchange.stickyToken != token[...] else { return }
+        head.headers.add(name: "set-cookie", value: "\(cookie)=\(token); Path=/; HttpOnly; SameSite=Lax")
     }
 
     private func finish(_ exchange: Exchange, context: ChannelHandlerContext) {

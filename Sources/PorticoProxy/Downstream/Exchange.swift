@@ -41,6 +41,8 @@ final class Exchange {
     var responseStatus: HTTPResponseStatus?
     var responseBytes = 0
     var closeAfterResponse = false
+    /// The sticky cookie the request carried, if any; a response from another backend sets a new one.
+    var stickyToken: Substring?
     /// The request is a WebSocket handshake.
     var isWebSocket = false
     /// The backend answered the handshake with 101: once its end arrives the connection becomes a tunnel.

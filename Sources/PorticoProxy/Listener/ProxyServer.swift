@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import PorticoBalancing
 import PorticoConfig
 import ServiceLifecycle
 import Synchronization
@@ -16,6 +17,7 @@ public final class ProxyServer: Service, Sendable {
     private let accessLogger: Logger
     private let upstreams: UpstreamPools
     private let connections = ConnectionCounter()
+    private let perIP = ConnectionsPerIP()
     private let listeners = NIOLockedValueBox<[any Channel]>([])
 
     /// - Parameters:
@@ -40,6 +42,14 @@ public final class ProxyServer: Service, Sendable {
     @discardableResult
     public func start() async throws -> [SocketAddress] {
         let snapshot = self.store.snapshot
+        for pool in snapshot.pools.values {
+            if let fingerprint = pool.selector.fingerprint {
+                self.logger.info(
+                    "ring fingerprint \(fingerprint)",
+                    metadata: ["portico.pool": "\(pool.name)", "portico.backends": "\(pool.backends.count)"]
+                )
+            }
+        }
         var bound: [any Channel] = []
         do {
             for listener in snapshot.configuration.listeners {
@@ -78,6 +88,7 @@ public final class ProxyServer: Service, Sendable {
         let store = self.store
         let upstreams = self.upstreams
         let connections = self.connections
+        let perIP = self.perIP
         let accessLog = AccessLog(logger: self.accessLogger)
         let logger = self.logger
         return try await ServerBootstrap(group: self.group)
@@ -93,6 +104,13 @@ public final class ProxyServer: Service, Sendable {
                     return channel.eventLoop.makeFailedFuture(ProxyServerError.tooManyConnections)
                 }
                 channel.closeFuture.whenComplete { _ in connections.release() }
+                if let limit = limits.maxConnectionsPerIP, let ip = channel.remoteAddress?.ipAddress {
+                    guard perIP.acquire(ip, limit: limit) else {
+                        logger.warning("max_connections_per_ip reached", metadata: ["portico.downstream": "\(ip)"])
+                        return channel.eventLoop.makeFailedFuture(ProxyServerError.tooManyConnections)
+                    }
+                    channel.closeFuture.whenComplete { _ in perIP.release(ip) }
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     let timeouts = DownstreamTimeoutHandler(
                         headerTimeout: .milliseconds(limits.headerTimeout.milliseconds),
@@ -145,5 +163,26 @@ final class ConnectionCounter: Sendable {
 
     func release() {
         self.value.subtract(1, ordering: .relaxed)
+    }
+}
+
+/// Open downstream connections per client IP, for `max_connections_per_ip`. Touched once per connection.
+final class ConnectionsPerIP: Sendable {
+    private let counts = NIOLockedValueBox<[String: Int]>([:])
+
+    func acquire(_ ip: String, limit: Int) -> Bool {
+        self.counts.withLockedValue { counts in
+            let current = counts[ip, default: 0]
+            guard current < limit else { return false }
+            counts[ip] = current + 1
+            return true
+        }
+    }
+
+    func release(_ ip: String) {
+        self.counts.withLockedValue { counts in
+            let remaining = counts[ip, default: 1] - 1
+            counts[ip] = remaining > 0 ? remaining : nil
+        }
     }
 }

@@ -34,6 +34,13 @@ public final class BackendPool: Sendable {
     public let selector: any BackendSelector
     /// Live tunnels and WebSocket traffic, by backend index.
     public let tunnels: [TunnelCounters]
+    /// The sticky cookie's name, when the pool pins clients by cookie.
+    public let stickyCookie: String?
+    /// Sticky tokens by backend index, and the reverse.
+    let stickyTokens: [String]
+    private let tokenOwners: [String: Int]
+    /// Per backend index: most requests and tunnels at once, or `Int.max`.
+    private let connectionLimits: [Int]
 
     init(configuration: PoolConfiguration) {
         self.name = configuration.name
@@ -49,6 +56,24 @@ public final class BackendPool: Sendable {
         }
         self.load = BackendLoad(count: self.backends.count)
         self.tunnels = self.backends.map { _ in TunnelCounters() }
+        self.stickyCookie = configuration.stickyCookie
+        self.stickyTokens = self.backends.map { StickyToken.make(pool: configuration.name, backendID: $0.id) }
+        self.tokenOwners = Dictionary(
+            self.stickyTokens.enumerated().map { ($0.element, $0.offset) },
+            uniquingKeysWith: { first, _ in first }
+        )
+        self.connectionLimits = configuration.backends.map { $0.maxConnections ?? Int.max }
         self.selector = configuration.makePolicy().makeSelector(for: self.backends, load: self.load)
+    }
+
+    /// The backend a sticky token names, if it is one of this pool's.
+    func backend(forStickyToken token: Substring) -> Backend? {
+        self.tokenOwners[String(token)].map { self.backends[$0] }
+    }
+
+    /// Whether `backend` may take one more request or tunnel under its `max_connections`.
+    func hasRoom(_ backend: Backend) -> Bool {
+        let limit = self.connectionLimits[backend.index]
+        return limit == Int.max || self.load.active(backend) < limit
     }
 }

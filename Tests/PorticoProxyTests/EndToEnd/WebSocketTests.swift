@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import PorticoBalancing
 import PorticoTestSupport
 import Testing
 
@@ -56,6 +57,172 @@ import Testing
                 await client.close()
                 let pool = b[0]
                 #expect(pool.stats.websockets == 1)
+            }
+        }
+    }
+}
+
+@Suite struct WebSocketPolicyTests {
+    @Test func thousandConcurrentSockets() async throws {
+        try await withBackends(["a", "b"]) { b in
+            try await withProxy(WebSocketTests.yaml(b, policy: "least_conn")) { proxy in
+                var clients: [WebSocketTestClient] = []
+                for _ in 0..<1000 {
+                    clients.append(try await WebSocketTestClient.connect(port: proxy.port))
+                }
+                #expect(clients.allSatisfy { $0.status == 101 })
+                try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for (index, client) in clients.enumerated() {
+                        group.addTask {
+                            try await client.send(text: "message \(index)")
+                            return try await client.receiveMessage(timeout: .seconds(20))?.text == "message \(index)"
+                        }
+                    }
+                    var good = 0
+                    for try await ok in group where ok { good += 1 }
+                    #expect(good == 1000)
+                }
+                #expect(b[0].stats.websockets + b[1].stats.websockets == 1000)
+                #expect(abs(b[0].stats.websockets - b[1].stats.websockets) <= 2)  // least_conn counts tunnels
+                for client in clients { await client.close() }
+            }
+        }
+    }
+
+    @Test func sameRoomSameBackend() async throws {
+        try await withBackends(["a", "b", "c"]) { b in
+            let yaml = WebSocketTests.yaml(b, policy: "consistent_hash", extra: "    hash_key: \"query:room,ip\"")
+            // Two independent proxies (as two replicas would be) agree on every room.
+            try await withProxy(yaml) { first in
+                try await withProxy(yaml) { second in
+                    var seen: Set<String> = []
+                    for room in 0..<30 {
+                        var names: [String] = []
+                        for port in [first.port, second.port, first.port] {
+                            let client = try await WebSocketTestClient.connect(port: port, path: "/ws?room=r\(room)")
+                            try await client.send(text: "whoami")
+                            names.append(try await client.receiveMessage()?.text ?? "?")
+                            await client.close()
+                        }
+                        #expect(Set(names).count == 1, "room r\(room) went to \(names)")
+                        seen.insert(names[0])
+                    }
+                    #expect(seen.count == 3)  // 30 rooms spread over all three backends
+                }
+            }
+        }
+    }
+
+    @Test func boundedLoadSpreadsAHotRoom() async throws {
+        try await withBackends(["a", "b", "c"]) { b in
+            let yaml = WebSocketTests.yaml(
+                b,
+                policy: "consistent_hash",
+                extra: "    hash_key: \"query:room\"\n    bounded_load: 1.25"
+            )
+            try await withProxy(yaml) { proxy in
+                var clients: [WebSocketTestClient] = []
+                for _ in 0..<30 {
+                    clients.append(try await WebSocketTestClient.connect(port: proxy.port, path: "/ws?room=hot"))
+                }
+                let counts = b.map(\.stats.websockets)
+                #expect(counts.reduce(0, +) == 30)
+                // Pure hashing would put all 30 on one backend; the bound is 1.25 × the average (+1 for rounding).
+                #expect(counts.allSatisfy { $0 <= 13 }, "\(counts)")
+                for client in clients { await client.close() }
+            }
+        }
+    }
+
+    @Test func cookieStickinessFromPlainRequestToUpgrade() async throws {
+        try await withBackends(["a", "b", "c"]) { b in
+            let yaml = WebSocketTests.yaml(b, policy: "cookie", extra: "    sticky_cookie: \"portico_sticky\"")
+            try await withProxy(yaml) { proxy in
+                for _ in 0..<6 {
+                    // Socket.IO style: a polling request first, then the upgrade must land on the same backend.
+                    let first = try await HTTPTestClient.request(
+                        port: proxy.port,
+                        .GET,
+                        "/socket.io/?transport=polling"
+                    )
+                    let backend = first.headers.first(name: "x-backend") ?? "?"
+                    let setCookie = first.headers.first(name: "set-cookie") ?? ""
+                    #expect(setCookie.hasPrefix("portico_sticky="))
+                    #expect(setCookie.contains("HttpOnly"))
+                    #expect(!setCookie.contains("127.0.0.1"))  // an opaque token, not the address
+                    let cookie = String(setCookie.prefix { $0 != ";" })
+                    for _ in 0..<3 {
+                        let again = try await HTTPTestClient.request(
+                            port: proxy.port,
+                            .GET,
+                            "/",
+                            headers: [("Cookie", cookie)]
+                        )
+                        #expect(again.headers.first(name: "x-backend") == backend)
+                        #expect(again.headers.first(name: "set-cookie") == nil)
+                    }
+                    let socket = try await WebSocketTestClient.connect(
+                        port: proxy.port,
+                        headers: [("Cookie", "a=b; \(cookie)")]
+                    )
+                    try await socket.send(text: "whoami")
+                    let who = try await socket.receiveMessage()
+                    #expect(who?.text == backend, "\(String(describing: who)) \(socket.responseHead)")
+                    await socket.close()
+                }
+            }
+        }
+    }
+
+    @Test func stickyBackendGoneFallsBackToThePolicy() async throws {
+        let dead = try deadPort()
+        try await withBackends(["a"]) { b in
+            let yaml = """
+                listeners: [{ address: "LISTEN" }]
+                routes: [{ pool: chat }]
+                pools:
+                  chat:
+                    policy: cookie
+                    sticky_cookie: sid
+                    backends: [{ address: "127.0.0.1:\(dead)", id: gone }, { address: "\(b[0].address)", id: a }]
+                """
+            try await withProxy(yaml) { proxy in
+                let stale = "sid=" + StickyToken.make(pool: "chat", backendID: "gone")
+                let response = try await HTTPTestClient.request(
+                    port: proxy.port,
+                    .GET,
+                    "/",
+                    headers: [("Cookie", stale)]
+                )
+                #expect(response.status == 200)
+                #expect(response.headers.first(name: "x-backend") == "a")
+                let fresh = response.headers.first(name: "set-cookie") ?? ""
+                #expect(fresh.hasPrefix("sid=" + StickyToken.make(pool: "chat", backendID: "a")))
+            }
+        }
+    }
+
+    @Test func leastConnectionsCountsLiveTunnels() async throws {
+        try await withBackends(["a", "b"]) { b in
+            try await withProxy(WebSocketTests.yaml(b, policy: "least_conn")) { proxy in
+                var byBackend: [String: [WebSocketTestClient]] = [:]
+                for _ in 0..<6 {
+                    let client = try await WebSocketTestClient.connect(port: proxy.port)
+                    try await client.send(text: "whoami")
+                    byBackend[try await client.receiveMessage()?.text ?? "?", default: []].append(client)
+                }
+                #expect(byBackend["a"]?.count == 3 && byBackend["b"]?.count == 3)
+                for client in byBackend["a"]!.prefix(2) { await client.close() }
+                try await Task.sleep(for: .milliseconds(200))
+                // a holds 1 tunnel, b holds 3: the next two sockets both go to a.
+                for _ in 0..<2 {
+                    let client = try await WebSocketTestClient.connect(port: proxy.port)
+                    try await client.send(text: "whoami")
+                    #expect(try await client.receiveMessage()?.text == "a")
+                    await client.close()
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                for clients in byBackend.values { for client in clients { await client.close() } }
             }
         }
     }
