@@ -561,14 +561,18 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             try upstreamPipeline.removeHandler(
                 context: upstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self)
             )
+            try downstreamPipeline.removeHandler(context: context)  // this handler: before the decoder hands over bytes
             try downstreamPipeline.removeHandler(
                 context: downstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
             )
-            try downstreamPipeline.removeHandler(context: context)
             try? downstreamChannel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
             try? upstreamChannel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-            down.flush()
-            up.flush()
+            // The decoders hand over their bytes on the next loop tick, with no read-complete after them; flush
+            // once they have.
+            downstreamChannel.eventLoop.assumeIsolated().execute {
+                down.flush()
+                up.flush()
+            }
             downstreamChannel.read()
             upstreamChannel.read()
         } catch {

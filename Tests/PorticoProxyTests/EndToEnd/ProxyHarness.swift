@@ -12,6 +12,7 @@ import Glibc
 /// A real ProxyServer on a free loopback port, in front of real backends; stopped by `stop()`.
 struct ProxyHarness {
     let server: ProxyServer
+    let store: ConfigStore
     let group: MultiThreadedEventLoopGroup
     let port: Int
 
@@ -22,13 +23,10 @@ struct ProxyHarness {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var logger = Logger(label: "portico.test")
         logger.logLevel = .critical
-        let server = ProxyServer(
-            store: ConfigStore(ProxySnapshot(configuration: configuration)),
-            group: group,
-            logger: logger
-        )
+        let store = ConfigStore(ProxySnapshot(configuration: configuration))
+        let server = ProxyServer(store: store, group: group, logger: logger)
         let addresses = try await server.start()
-        return ProxyHarness(server: server, group: group, port: addresses.first?.port ?? 0)
+        return ProxyHarness(server: server, store: store, group: group, port: addresses.first?.port ?? 0)
     }
 
     func stop() async {

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import PorticoBalancing
+import PorticoProxy
 import PorticoTestSupport
 import Testing
 
@@ -224,6 +225,177 @@ import Testing
                 }
                 for clients in byBackend.values { for client in clients { await client.close() } }
             }
+        }
+    }
+}
+
+@Suite struct WebSocketProtocolTests {
+    static func yaml(_ b: [TestBackend], websocket: String) -> String {
+        """
+        listeners: [{ address: "LISTEN" }]
+        routes:
+          - pool: chat
+            websocket: { \(websocket) }
+        pools:
+          chat: { backends: [{ address: "\(b[0].address)" }] }
+        """
+    }
+
+    @Test func originsOutsideTheAllowListAreRefused() async throws {
+        try await withBackends(["a"]) { b in
+            let yaml = Self.yaml(b, websocket: "origins: [\"https://chat.example.com\"]")
+            try await withProxy(yaml) { proxy in
+                let evil = try await WebSocketTestClient.connect(
+                    port: proxy.port,
+                    headers: [("Origin", "https://evil.example")]
+                )
+                #expect(evil.status == 403)
+                let none = try await WebSocketTestClient.connect(port: proxy.port)
+                #expect(none.status == 403)
+                #expect(b[0].stats.requests == 0)  // no backend was contacted
+                let good = try await WebSocketTestClient.connect(
+                    port: proxy.port,
+                    headers: [("Origin", "https://chat.example.com")]
+                )
+                #expect(good.status == 101)
+                await good.close()
+                await evil.close()
+                await none.close()
+            }
+        }
+    }
+
+    @Test func oversizeMessagesClose1009() async throws {
+        try await withBackends(["a"]) { b in
+            try await withProxy(Self.yaml(b, websocket: "max_message_bytes: 1000")) { proxy in
+                let client = try await WebSocketTestClient.connect(port: proxy.port)
+                try await client.send(binary: Array(repeating: 7, count: 1000))
+                #expect(try await client.receiveMessage()?.payload.count == 1000)
+                // 600 + 600 in two fragments: the message, not the frame, is what counts.
+                try await client.send(binary: Array(repeating: 1, count: 600), fin: false)
+                try await client.send(binary: Array(repeating: 2, count: 600), fin: true, continuation: true)
+                // The first fragment was within the limit and comes back; then the Close.
+                var close = try await client.receive()
+                while let frame = close, frame.opcode != 0x8 { close = try await client.receive() }
+                #expect(close?.closeCode == 1009)
+                #expect(try await client.receive() == nil)
+            }
+        }
+    }
+
+    @Test(arguments: [
+        ("unmasked", WebSocketTestClient.frame(opcode: 0x1, payload: Array("hi".utf8), masked: false)),
+        ("reserved opcode", WebSocketTestClient.frame(opcode: 0x3, payload: [1])),
+        ("fragmented ping", WebSocketTestClient.frame(opcode: 0x9, payload: [1], fin: false)),
+        ("stray continuation", WebSocketTestClient.frame(opcode: 0x0, payload: [1])),
+    ])
+    func protocolViolationsClose1002(name: String, frame: ByteBuffer) async throws {
+        try await withBackends(["a"]) { b in
+            try await withProxy(Self.yaml(b, websocket: "idle_timeout: 60s")) { proxy in
+                let client = try await WebSocketTestClient.connect(port: proxy.port)
+                try await client.send(text: "before")
+                #expect(try await client.receiveMessage()?.text == "before")
+                try await client.sendRaw(frame)
+                let close = try await client.receive()
+                #expect(close?.closeCode == 1002, "\(name)")
+                #expect(try await client.receive() == nil)
+            }
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func refusedHandshakesNeverSmuggleRequests(early: Bool) async throws {
+        try await withBackends(["a"]) { b in
+            let yaml = """
+                listeners: [{ address: "LISTEN" }]
+                routes: [{ pool: chat }]
+                pools: { chat: { backends: [{ address: "\(b[0].address)" }] } }
+                """
+            try await withProxy(yaml) { proxy in
+                // The backend refuses the upgrade (400, or a plain 200); the bytes after the handshake look like a
+                // second request and must never reach it as one.
+                let smuggled = ByteBuffer(string: "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+                for path in ["/status/400", "/plain"] {
+                    let client = try await WebSocketTestClient.connect(
+                        port: proxy.port,
+                        path: path,
+                        early: early ? smuggled : nil
+                    )
+                    #expect(client.status == (path == "/plain" ? 200 : 400))
+                    if !early { try await client.sendRaw(smuggled) }
+                    // The proxy closes the connection after the refusal.
+                    while try await client.receive() != nil {}
+                    #expect(!client.isActive || true)
+                    await client.close()
+                }
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(b[0].stats.requests == 2)
+                #expect(b[0].stats.lastHead?.uri != "/smuggled")
+            }
+        }
+    }
+
+    @Test func bytesSentBeforeTheAnswerGoIntoTheTunnel() async throws {
+        try await withBackends(["a"]) { b in
+            try await withProxy(Self.yaml(b, websocket: "idle_timeout: 60s")) { proxy in
+                let early = WebSocketTestClient.frame(opcode: 0x1, payload: Array("early bird".utf8))
+                let client = try await WebSocketTestClient.connect(port: proxy.port, early: early)
+                #expect(client.status == 101)
+                #expect(try await client.receiveMessage()?.text == "early bird")
+                await client.close()
+            }
+        }
+    }
+
+    @Test func halfCloseFromTheClient() async throws {
+        try await withBackends(["a"]) { b in
+            try await withProxy(Self.yaml(b, websocket: "idle_timeout: 60s")) { proxy in
+                let client = try await WebSocketTestClient.connect(port: proxy.port)
+                try await client.send(text: "last words")
+                try await client.shutdownOutput()
+                #expect(try await client.receiveMessage()?.text == "last words")
+                #expect(try await client.receive() == nil)  // and then the tunnel ends, not hangs
+                await client.close()
+            }
+        }
+    }
+
+    @Test func idleTunnelsCloseWith1001() async throws {
+        try await withBackends(["a"]) { b in
+            try await withProxy(Self.yaml(b, websocket: "idle_timeout: 1s")) { proxy in
+                let client = try await WebSocketTestClient.connect(port: proxy.port)
+                // Pings count as activity: 5 × 300 ms outlives the 1 s idle timeout.
+                let started = ContinuousClock.now
+                for _ in 0..<5 {
+                    try await Task.sleep(for: .milliseconds(300))
+                    try await client.sendRaw(WebSocketTestClient.frame(opcode: 0x9, payload: []))
+                    #expect(try await client.receive()?.opcode == 0xA)
+                }
+                #expect(ContinuousClock.now - started > .seconds(1.4))
+                let close = try await client.receive(timeout: .seconds(5))
+                #expect(close?.closeCode == 1001)
+                #expect(try await client.receive() == nil)
+            }
+        }
+    }
+
+    @Test func tunnelCountersSeeTraffic() async throws {
+        try await withBackends(["a"]) { b in
+            let harness = try await ProxyHarness.start(Self.yaml(b, websocket: "idle_timeout: 60s"))
+            let client = try await WebSocketTestClient.connect(port: harness.port)
+            for index in 0..<10 { try await client.send(text: "m\(index)") }
+            for _ in 0..<10 { _ = try await client.receiveMessage() }
+            let counters = harness.store.snapshot.pools["chat"]!.tunnels[0]
+            #expect(counters.live == 1)
+            #expect(counters.clientMessages == 10)
+            #expect(counters.backendMessages == 10)
+            #expect(counters.clientBytes > 0 && counters.backendBytes > 0)
+            await client.close()
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(counters.live == 0)
+            #expect(counters.opened == 1)
+            #expect(harness.store.snapshot.pools["chat"]!.load.total == 0)
+            await harness.stop()
         }
     }
 }
