@@ -18,6 +18,7 @@ let package = Package(
     products: [
         .executable(name: "portico", targets: ["PorticoServer"]),
         .executable(name: "portico-testbackend", targets: ["TestBackendServer"]),
+        .executable(name: "portico-bench", targets: ["PorticoBench"]),
         .library(name: "PorticoRelay", targets: ["PorticoRelay"]),
         .library(name: "PorticoBalancing", targets: ["PorticoBalancing"]),
         .library(name: "PorticoRouting", targets: ["PorticoRouting"]),
@@ -73,6 +74,11 @@ let package = Package(
         .executableTarget(
             name: "TestBackendServer",
             dependencies: ["PorticoTestSupport", argumentParser, nio("NIOPosix")],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "PorticoBench",
+            dependencies: [argumentParser, nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers")],
             swiftSettings: settings
         ),
         .testTarget(name: "PorticoConfigTests", dependencies: ["PorticoConfig"], swiftSettings: settings),

@@ -52,6 +52,24 @@ seen=$(for _ in 1 2 3 4; do curl -fsS "http://127.0.0.1:$pp/x"; done | grep '^ba
 [ "$seen" -eq 2 ]; check "proxy round-robins over both backends" $?
 grep -q '"portico.status":"200"' "$work/proxy.log"; check "--log-format json writes JSON access lines" $?
 
+# Two portico processes with the same backends pin every room alike (stable hashing, no per-process seed).
+p3=$(free_port); pa=$(free_port); pb=$(free_port)
+"$backend" --listen "127.0.0.1:$p3" --name three >/dev/null 2>&1 & pids+=($!)
+for port in "$pa" "$pb"; do
+    "$portico" proxy --listen "127.0.0.1:$port" --to "127.0.0.1:$p1" --to "127.0.0.1:$p2" --to "127.0.0.1:$p3" \
+        --policy consistent_hash --hash-key query:room --workers 1 --log-level warning >/dev/null 2>&1 & pids+=($!)
+done
+for port in "$pa" "$pb"; do
+    for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+same=0
+for room in $(seq 1 30); do
+    a=$(curl -fsS "http://127.0.0.1:$pa/?room=r$room" | grep '^backend:')
+    b=$(curl -fsS "http://127.0.0.1:$pb/?room=r$room" | grep '^backend:')
+    [ -n "$a" ] && [ "$a" = "$b" ] && same=$((same + 1))
+done
+[ "$same" -eq 30 ]; check "two portico processes pin 30 rooms to the same backends" $?
+
 # portico run with a file, SIGTERM exits 0
 cat >"$work/run.yml" <<YAML
 listeners: [{ address: "127.0.0.1:$(free_port)" }]

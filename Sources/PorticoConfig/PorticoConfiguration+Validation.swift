@@ -64,9 +64,6 @@ extension PorticoConfiguration {
     public var settingsNotYetEnforced: [String] {
         var notes: [String] = []
         if self.admin != nil { notes.append("admin: the admin API is not served yet") }
-        for (index, route) in self.routes.enumerated() where route.websocket != nil {
-            notes.append("routes[\(index)].websocket: WebSocket rules are not enforced yet (upgrades are not proxied)")
-        }
         for pool in self.pools {
             let path = "pools.\(pool.name)"
             if pool.health != nil { notes.append("\(path).health: active health checks do not run yet") }
