@@ -34,6 +34,14 @@ public final class BackendLoad: Sendable {
         self.counters = (0..<count).map { _ in ActiveCounter() }
     }
 
+    /// Load over counters that outlive this pool's selector (a reload keeps a backend's counter).
+    ///
+    /// - Parameters:
+    ///   - counters: one per backend, in backend index order.
+    public init(counters: [ActiveCounter]) {
+        self.counters = counters
+    }
+
     /// Work currently assigned to `backend`.
     public func active(_ backend: Backend) -> Int {
         self.counters[backend.index].value.load(ordering: .relaxed)
@@ -55,8 +63,14 @@ public final class BackendLoad: Sendable {
     }
 }
 
-private final class ActiveCounter: Sendable {
+/// One backend's live work: an atomic the proxy increments and decrements and policies read.
+public final class ActiveCounter: Sendable {
     let value = Atomic<Int>(0)
+
+    public init() {}
+
+    /// The current count.
+    public var current: Int { self.value.load(ordering: .relaxed) }
 }
 
 /// A lock-free sequence number shared by all event loops; policies use it to rotate and to draw random numbers.

@@ -15,7 +15,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let snapshot: ProxySnapshot
+    private let store: ConfigStore
+    /// The snapshot of the last request head; refreshed when a reload has installed a newer one.
+    private var snapshot: ProxySnapshot
     private let upstreams: UpstreamConnectionPool
     private let timeouts: DownstreamTimeoutHandler?
     private let accessLog: AccessLog
@@ -35,16 +37,20 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private var isClosing = false
     /// `read` was held back for backpressure.
     private var pendingRead = false
+    /// The exchange waiting in its pool's hold queue, if any.
+    private var held: (exchange: Exchange, ticket: Int, id: UInt64, timer: Scheduled<Void>)?
+    private var holdSequence = 0
     private var requestIDs = RequestIDGenerator()
 
     init(
-        snapshot: ProxySnapshot,
+        store: ConfigStore,
         upstreams: UpstreamConnectionPool,
         timeouts: DownstreamTimeoutHandler?,
         accessLog: AccessLog,
         scheme: String = "http"
     ) {
-        self.snapshot = snapshot
+        self.store = store
+        self.snapshot = store.snapshot
         self.upstreams = upstreams
         self.timeouts = timeouts
         self.accessLog = accessLog
@@ -126,6 +132,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if let held = self.held {
+            self.held = nil
+            held.timer.cancel()
+            held.exchange.pool.state.cancel(held.id)
+        }
         if let exchange = self.exchange {
             // The client went away mid-exchange: the upstream connection is in an unknown state; never reuse it.
             self.exchange = nil
@@ -163,6 +174,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     // MARK: Routing and dispatch
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if self.store.generation != self.snapshot.generation { self.snapshot = self.store.snapshot }
         let limits = self.snapshot.configuration.limits
         let framing: RequestFraming
         switch RequestInspection.inspect(head, limits: limits) {
@@ -237,8 +249,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     /// Picks the next backend for `exchange` and gets a connection to it.
     private func dispatch(_ exchange: Exchange) {
         let pool = exchange.pool
-        let isUsable = { (backend: Backend) -> Bool in
-            !exchange.tried.contains(backend.index) && pool.hasRoom(backend)
+        func isUsable(_ backend: Backend) -> Bool {
+            !exchange.tried.contains(backend.index) && pool.isUsable(backend)
+        }
+        if exchange.attempts == 0 && pool.state.isPaused {
+            self.hold(exchange)
+            return
         }
         var selected: Backend?
         if let cookie = pool.stickyCookie, exchange.attempts == 0 {
@@ -251,14 +267,18 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             selected = pool.selector.select(key: exchange.hashKey, where: isUsable)
         }
         guard let backend = selected else {
-            let status: HTTPResponseStatus = exchange.attempts == 0 ? .serviceUnavailable : .badGateway
-            self.fail(exchange, status: status, reason: "no usable backend")
+            if exchange.attempts == 0 {
+                self.hold(exchange)
+            } else {
+                self.fail(exchange, status: .badGateway, reason: "no other usable backend")
+            }
             return
         }
         exchange.tried.append(backend.index)
         exchange.attempts += 1
         exchange.backend = backend
         exchange.pool.load.begin(backend)
+        exchange.pool.states[backend.index].countRequest()
 
         // A WebSocket handshake gets a connection of its own: the connection becomes the tunnel, and some
         // servers only upgrade the first request of a connection.
@@ -285,6 +305,47 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                     self.upstreamFailed(exchange, error: error, timedOut: false)
                 }
             }
+    }
+
+    /// No backend can take `exchange` now (or its pool is paused): wait for one, in arrival order, for up to
+    /// `hold.timeout`; without a `hold` section (and not paused) answer 503 at once.
+    private func hold(_ exchange: Exchange) {
+        let pool = exchange.pool
+        guard let context = self.context,
+            let config = pool.configuration.hold ?? (pool.state.isPaused ? HoldConfiguration() : nil)
+        else {
+            self.fail(exchange, status: .serviceUnavailable, reason: "no usable backend")
+            return
+        }
+        self.holdSequence += 1
+        let ticket = self.holdSequence
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        guard
+            let id = pool.state.hold(
+                limit: config.maxQueued,
+                release: { loop.execute { handler.value.releaseHeld(ticket) } }
+            )
+        else {
+            self.fail(exchange, status: .serviceUnavailable, reason: "hold queue full")
+            return
+        }
+        let timer = loop.assumeIsolated().scheduleTask(in: .milliseconds(config.timeout.milliseconds)) {
+            [weak self] in
+            guard let self, let held = self.held, held.ticket == ticket else { return }
+            self.held = nil
+            pool.state.cancel(held.id)
+            self.fail(held.exchange, status: .serviceUnavailable, reason: "hold timeout")
+        }
+        self.held = (exchange, ticket, id, timer)
+    }
+
+    /// The pool can take work again: try the held exchange now.
+    private func releaseHeld(_ ticket: Int) {
+        guard let held = self.held, held.ticket == ticket, self.exchange === held.exchange else { return }
+        self.held = nil
+        held.timer.cancel()
+        self.dispatch(held.exchange)
     }
 
     private func attach(_ handler: UpstreamHandler, to exchange: Exchange, reused: Bool) {
@@ -351,6 +412,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         let backend = exchange.backend
         self.releaseBackend(exchange)
         self.accessLog.upstreamError(exchange, backend: backend, error: error)
+        if let backend, !exchange.upstreamWasReused { self.recordFailure(of: backend, in: exchange.pool) }
 
         if !timedOut && exchange.isRetryable {
             if exchange.upstreamWasReused, let backend {
@@ -427,6 +489,19 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         return closing
     }
 
+    private func recordFailure(of backend: Backend, in pool: BackendPool) {
+        let state = pool.states[backend.index]
+        if let ejected = state.recordFailure(passive: pool.configuration.passive) {
+            self.accessLog.logger.warning(
+                "backend ejected after consecutive failures",
+                metadata: [
+                    "portico.pool": "\(pool.name)", "portico.backend": "\(backend.id)",
+                    "portico.eject_ms": "\(ejected.milliseconds)",
+                ]
+            )
+        }
+    }
+
     private func releaseBackend(_ exchange: Exchange) {
         if let backend = exchange.backend {
             exchange.pool.load.end(backend)
@@ -472,6 +547,13 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             // A refused handshake: the parser stopped after it, so the connection ends with this response.
             if exchange.isWebSocket { exchange.closeAfterResponse = true }
             exchange.responseStatus = head.status
+            if let backend = exchange.backend {
+                if head.status.code >= 500 {
+                    self.recordFailure(of: backend, in: exchange.pool)
+                } else {
+                    exchange.pool.states[backend.index].recordSuccess()
+                }
+            }
             exchange.upstreamReusable =
                 head.isKeepAlive && (head.hasDelimitedBody || exchange.head.method == .HEAD)
             if !exchange.requestEnded { exchange.closeAfterResponse = true }  // answered before the body ended

@@ -129,7 +129,7 @@ public final class ProxyServer: Service, Sendable {
                     )
                     try sync.addHandler(
                         DownstreamHandler(
-                            snapshot: snapshot,
+                            store: store,
                             upstreams: upstreams.pool(for: channel.eventLoop),
                             timeouts: timeouts,
                             accessLog: accessLog

@@ -1,14 +1,21 @@
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// Holds the current ``ProxySnapshot``; a reload installs a new one whole.
 ///
-/// Read once per accepted connection (not per request), so the lock is off the request path.
+/// A connection compares ``generation`` (an atomic) at each request head and takes the lock only when a
+/// reload has installed a new snapshot since, so the request path stays lock-free.
 public final class ConfigStore: Sendable {
     private let current: NIOLockedValueBox<ProxySnapshot>
+    private let currentGeneration: Synchronization.Atomic<Int>
 
     public init(_ snapshot: ProxySnapshot) {
         self.current = NIOLockedValueBox(snapshot)
+        self.currentGeneration = Synchronization.Atomic(snapshot.generation)
     }
+
+    /// The generation of the installed snapshot.
+    public var generation: Int { self.currentGeneration.load(ordering: .acquiring) }
 
     /// The snapshot new connections start with.
     public var snapshot: ProxySnapshot {
@@ -18,5 +25,6 @@ public final class ConfigStore: Sendable {
     /// Makes `next` the snapshot for connections accepted from now on.
     public func install(_ next: ProxySnapshot) {
         self.current.withLockedValue { $0 = next }
+        self.currentGeneration.store(next.generation, ordering: .releasing)
     }
 }

@@ -4,23 +4,29 @@ import PorticoRouting
 
 /// Everything a request needs from one configuration generation, built once and never mutated.
 ///
-/// A downstream connection reads the current snapshot when it is accepted and keeps it to the end, so a
-/// reload never changes the rules under a connection that is already talking.
+/// A request reads the current snapshot at its head and keeps it to its end (a tunnel, for its lifetime),
+/// so a reload never changes the rules under an exchange that is already under way.
 public final class ProxySnapshot: Sendable {
     public let generation: Int
     public let configuration: PorticoConfiguration
     public let routes: RouteTable
     public let pools: [String: BackendPool]
 
+    public let runtime: RuntimeState
+
     /// - Parameters:
     ///   - configuration: a validated configuration.
     ///   - generation: increases with every reload.
-    public init(configuration: PorticoConfiguration, generation: Int = 1) {
+    ///   - runtime: state that carries over from earlier snapshots (health, counters, held requests).
+    public init(configuration: PorticoConfiguration, generation: Int = 1, runtime: RuntimeState = RuntimeState()) {
         self.generation = generation
         self.configuration = configuration
+        self.runtime = runtime
         self.routes = RouteTable(configuration.routes)
         self.pools = Dictionary(
-            uniqueKeysWithValues: configuration.pools.map { ($0.name, BackendPool(configuration: $0)) }
+            uniqueKeysWithValues: configuration.pools.map {
+                ($0.name, BackendPool(configuration: $0, runtime: runtime))
+            }
         )
     }
 }
@@ -32,8 +38,9 @@ public final class BackendPool: Sendable {
     public let backends: [Backend]
     public let load: BackendLoad
     public let selector: any BackendSelector
-    /// Live tunnels and WebSocket traffic, by backend index.
-    public let tunnels: [TunnelCounters]
+    /// Run-time state by backend index: health, drain, counters, live tunnels.
+    public let states: [BackendState]
+    public let state: PoolState
     /// The sticky cookie's name, when the pool pins clients by cookie.
     public let stickyCookie: String?
     /// Sticky tokens by backend index, and the reverse.
@@ -42,7 +49,7 @@ public final class BackendPool: Sendable {
     /// Per backend index: most requests and tunnels at once, or `Int.max`.
     private let connectionLimits: [Int]
 
-    init(configuration: PoolConfiguration) {
+    init(configuration: PoolConfiguration, runtime: RuntimeState) {
         self.name = configuration.name
         self.configuration = configuration
         self.backends = configuration.backends.enumerated().map { index, backend in
@@ -54,8 +61,11 @@ public final class BackendPool: Sendable {
                 index: index
             )
         }
-        self.load = BackendLoad(count: self.backends.count)
-        self.tunnels = self.backends.map { _ in TunnelCounters() }
+        self.states = configuration.backends.map {
+            runtime.backendState(pool: configuration.name, backend: $0, health: configuration.health)
+        }
+        self.state = runtime.poolState(configuration.name)
+        self.load = BackendLoad(counters: self.states.map(\.active))
         self.stickyCookie = configuration.stickyCookie
         self.stickyTokens = self.backends.map { StickyToken.make(pool: configuration.name, backendID: $0.id) }
         self.tokenOwners = Dictionary(
@@ -71,9 +81,16 @@ public final class BackendPool: Sendable {
         self.tokenOwners[String(token)].map { self.backends[$0] }
     }
 
-    /// Whether `backend` may take one more request or tunnel under its `max_connections`.
-    func hasRoom(_ backend: Backend) -> Bool {
+    /// Whether `backend` may take one more request or tunnel: healthy, not draining or ejected, and under its
+    /// `max_connections`.
+    func isUsable(_ backend: Backend) -> Bool {
+        guard self.states[backend.index].isUsable else { return false }
         let limit = self.connectionLimits[backend.index]
         return limit == Int.max || self.load.active(backend) < limit
+    }
+
+    /// Some backend can take work now (the pool itself may still be paused).
+    var hasUsableBackend: Bool {
+        self.backends.contains { self.isUsable($0) }
     }
 }

@@ -64,10 +64,11 @@ final class TunnelSession {
         self.logger = logger
     }
 
-    var counters: TunnelCounters { self.pool.tunnels[self.backend.index] }
+    var counters: TunnelCounters { self.pool.states[self.backend.index].tunnels }
 
     func start() {
         self.counters.opened(1)
+        self.pool.states[self.backend.index].register(self, on: self.eventLoop)
         self.armIdleTimer(after: self.idleTimeout)
     }
 
@@ -148,6 +149,7 @@ final class TunnelSession {
         }
         self.idleTimer?.cancel()
         self.counters.opened(-1)
+        self.pool.states[self.backend.index].unregister(self)
         self.pool.load.end(self.backend)
         let lifetime = NIODeadline.now() - self.started
         self.logger.debug(

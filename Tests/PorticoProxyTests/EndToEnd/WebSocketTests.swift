@@ -385,7 +385,7 @@ import Testing
             let client = try await WebSocketTestClient.connect(port: harness.port)
             for index in 0..<10 { try await client.send(text: "m\(index)") }
             for _ in 0..<10 { _ = try await client.receiveMessage() }
-            let counters = harness.store.snapshot.pools["chat"]!.tunnels[0]
+            let counters = harness.store.snapshot.pools["chat"]!.states[0].tunnels
             #expect(counters.live == 1)
             #expect(counters.clientMessages == 10)
             #expect(counters.backendMessages == 10)
