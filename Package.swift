@@ -11,6 +11,8 @@ let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
 let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
+let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
+let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 
 let package = Package(
     name: "portico",
@@ -30,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // policy — pure Swift
@@ -46,13 +50,14 @@ let package = Package(
             dependencies: [
                 "PorticoConfig", "PorticoRouting", "PorticoBalancing",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"), logging, lifecycle,
+                metrics, prometheus, .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: settings
         ),
         .executableTarget(
             name: "PorticoServer",
             dependencies: [
-                "PorticoProxy", "PorticoConfig", argumentParser, logging, lifecycle,
+                "PorticoProxy", "PorticoConfig", argumentParser, logging, lifecycle, metrics, prometheus,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"), nio("NIOCore"), nio("NIOPosix"),
             ],
             swiftSettings: settings

@@ -78,7 +78,7 @@ extension ConfigurationReader {
     mutating func limits(_ node: Node, at path: String) -> LimitsConfiguration? {
         let keys = [
             "max_connections", "max_connections_per_ip", "header_timeout", "idle_timeout", "max_header_bytes",
-            "max_uri_bytes",
+            "max_uri_bytes", "shutdown_timeout",
         ]
         guard let map = self.mapping(node, at: path, allowed: keys) else { return nil }
         var limits = LimitsConfiguration()
@@ -89,6 +89,9 @@ extension ConfigurationReader {
             let v = self.int(n, at: join(path, "max_connections_per_ip"), in: 1...10_000_000)
         {
             limits.maxConnectionsPerIP = v
+        }
+        if let n = map["shutdown_timeout"], let v = self.duration(n, at: join(path, "shutdown_timeout")) {
+            limits.shutdownTimeout = v
         }
         if let n = map["header_timeout"], let v = self.positiveDuration(n, at: join(path, "header_timeout")) {
             limits.headerTimeout = v

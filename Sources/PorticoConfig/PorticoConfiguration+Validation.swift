@@ -63,13 +63,8 @@ extension PorticoConfiguration {
     /// when it does not.
     public var settingsNotYetEnforced: [String] {
         var notes: [String] = []
-        if self.admin != nil { notes.append("admin: the admin API is not served yet") }
-        for pool in self.pools {
-            let path = "pools.\(pool.name)"
-            if pool.health != nil { notes.append("\(path).health: active health checks do not run yet") }
-            if pool.passive != nil { notes.append("\(path).passive: passive ejection is not done yet") }
-            if pool.hold != nil { notes.append("\(path).hold: requests are not held yet; no backend answers 503") }
-            if pool.discovery != nil { notes.append("\(path).discovery: discovery does not run yet") }
+        for pool in self.pools where pool.discovery != nil {
+            notes.append("pools.\(pool.name).discovery: discovery does not run yet; only the listed backends are used")
         }
         return notes
     }

@@ -75,6 +75,8 @@ public struct LimitsConfiguration: Sendable, Equatable {
     public var maxHeaderBytes: Int = 16_384
     /// Longest request target; longer gets 414. Default 8 KiB.
     public var maxURIBytes: Int = 8_192
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish before connections are cut. Default 30s.
+    public var shutdownTimeout: Duration = .seconds(30)
     /// Downstream connections one client IP may hold open; `nil` for no limit.
     public var maxConnectionsPerIP: Int?
 

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import PorticoConfig
 import PorticoProxy
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -62,7 +64,7 @@ struct Run: AsyncParsableCommand {
             printError("\(self.config): configuration errors:\n\(error)")
             throw ExitCode(1)
         }
-        try await serve(configuration)
+        try await serve(configuration, path: self.config)
     }
 }
 
@@ -158,16 +160,23 @@ struct Version: ParsableCommand {
     }
 }
 
-/// Runs the proxy until SIGTERM or SIGINT.
-func serve(_ configuration: PorticoConfiguration) async throws {
+/// Runs the proxy until SIGTERM or SIGINT; SIGHUP reloads `path`.
+func serve(_ configuration: PorticoConfiguration, path: String? = nil) async throws {
     let logger = Logger(label: "portico")
+    MetricsSystem.bootstrap(PrometheusMetricsFactory())
     let threads = configuration.workers ?? System.coreCount
     let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-    let store = ConfigStore(ProxySnapshot(configuration: configuration))
-    let server = ProxyServer(store: store, group: group, logger: logger, accessLogger: Logger(label: "portico.access"))
+    let runtime = PorticoRuntime(
+        configuration: configuration,
+        path: path,
+        group: group,
+        logger: logger,
+        accessLogger: Logger(label: "portico.access"),
+        version: PorticoVersion.current
+    )
     let services = ServiceGroup(
         configuration: ServiceGroupConfiguration(
-            services: [.init(service: server)],
+            services: runtime.services.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )

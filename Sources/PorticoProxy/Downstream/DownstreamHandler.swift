@@ -21,6 +21,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private let upstreams: UpstreamConnectionPool
     private let timeouts: DownstreamTimeoutHandler?
     private let accessLog: AccessLog
+    private let metrics: LoopMetrics
     private let scheme: String
     private var context: ChannelHandlerContext?
     private var downstreamIP: String?
@@ -47,8 +48,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         upstreams: UpstreamConnectionPool,
         timeouts: DownstreamTimeoutHandler?,
         accessLog: AccessLog,
+        metrics: LoopMetrics = LoopMetrics(),
         scheme: String = "http"
     ) {
+        self.metrics = metrics
         self.store = store
         self.snapshot = store.snapshot
         self.upstreams = upstreams
@@ -145,13 +148,26 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             self.upstream?.delegate = nil
             self.upstream?.close()
             self.upstream = nil
-            self.accessLog.record(
+            self.record(
                 exchange,
                 status: exchange.responseStatus?.code ?? 499,
                 downstreamIP: self.downstreamIP
             )
         }
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ProxyShutdownEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        self.isClosing = true
+        if let exchange = self.exchange {
+            exchange.closeAfterResponse = true  // finish this one, then close
+        } else if !self.responseInProgress {
+            context.close(promise: nil)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -203,6 +219,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             // Cross-site WebSocket hijacking: a browser always sends Origin; only listed sites may open sockets.
             let origin = head.headers.first(name: "origin") ?? ""
             guard origins.contains(origin) else {
+                ProxyMetrics.handshakeFailure(pool: pool.name, reason: "origin")
                 self.answerLocally(
                     .forbidden,
                     head: head,
@@ -327,14 +344,17 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 release: { loop.execute { handler.value.releaseHeld(ticket) } }
             )
         else {
+            ProxyMetrics.held(pool: pool.name, outcome: "queue_full")
             self.fail(exchange, status: .serviceUnavailable, reason: "hold queue full")
             return
         }
+        ProxyMetrics.held(pool: pool.name, outcome: "held")
         let timer = loop.assumeIsolated().scheduleTask(in: .milliseconds(config.timeout.milliseconds)) {
             [weak self] in
             guard let self, let held = self.held, held.ticket == ticket else { return }
             self.held = nil
             pool.state.cancel(held.id)
+            ProxyMetrics.held(pool: pool.name, outcome: "timeout")
             self.fail(held.exchange, status: .serviceUnavailable, reason: "hold timeout")
         }
         self.held = (exchange, ticket, id, timer)
@@ -431,7 +451,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         if exchange.responseStarted {
             // Part of the response is already downstream: the only honest signal left is to cut the connection.
             self.exchange = nil
-            self.accessLog.record(
+            self.record(
                 exchange,
                 status: exchange.responseStatus?.code ?? 502,
                 downstreamIP: self.downstreamIP
@@ -448,7 +468,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         self.exchange = nil
         self.releaseBackend(exchange)
         exchange.responseStatus = status
-        self.accessLog.record(exchange, status: status.code, downstreamIP: self.downstreamIP)
+        self.record(exchange, status: status.code, downstreamIP: self.downstreamIP)
         let closing = self.prepareToDropBody(
             requestEnded: exchange.requestEnded,
             framing: exchange.framing,
@@ -492,6 +512,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private func recordFailure(of backend: Backend, in pool: BackendPool) {
         let state = pool.states[backend.index]
         if let ejected = state.recordFailure(passive: pool.configuration.passive) {
+            ProxyMetrics.ejection(pool: pool.name, backend: backend.id)
             self.accessLog.logger.warning(
                 "backend ejected after consecutive failures",
                 metadata: [
@@ -507,6 +528,17 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             exchange.pool.load.end(backend)
             exchange.backend = nil
         }
+    }
+
+    /// The access log line and the request metrics of a finished exchange.
+    private func record(_ exchange: Exchange, status: UInt, downstreamIP: String?) {
+        self.accessLog.record(exchange, status: status, downstreamIP: downstreamIP)
+        self.metrics.request(
+            route: exchange.route.index,
+            pool: exchange.pool.name,
+            status: status,
+            duration: NIODeadline.now() - exchange.started
+        )
     }
 
     // MARK: Upstream events
@@ -545,7 +577,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 return
             }
             // A refused handshake: the parser stopped after it, so the connection ends with this response.
-            if exchange.isWebSocket { exchange.closeAfterResponse = true }
+            if exchange.isWebSocket {
+                exchange.closeAfterResponse = true
+                ProxyMetrics.handshakeFailure(pool: exchange.pool.name, reason: "backend_\(head.status.code)")
+            }
             exchange.responseStatus = head.status
             if let backend = exchange.backend {
                 if head.status.code >= 500 {
@@ -600,7 +635,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         self.exchange = nil
         self.upstream = nil
         upstream.delegate = nil
-        self.accessLog.record(exchange, status: 101, downstreamIP: self.downstreamIP)
+        self.record(exchange, status: 101, downstreamIP: self.downstreamIP)
         let limits = exchange.route.websocket ?? WebSocketConfiguration()
         let session = TunnelSession(
             pool: exchange.pool,
@@ -685,7 +720,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 upstream.close()
             }
         }
-        self.accessLog.record(exchange, status: exchange.responseStatus?.code ?? 0, downstreamIP: self.downstreamIP)
+        self.record(exchange, status: exchange.responseStatus?.code ?? 0, downstreamIP: self.downstreamIP)
         self.responseInProgress = false
         let closing = exchange.closeAfterResponse
         if closing {

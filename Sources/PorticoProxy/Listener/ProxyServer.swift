@@ -18,7 +18,9 @@ public final class ProxyServer: Service, Sendable {
     private let upstreams: UpstreamPools
     private let connections = ConnectionCounter()
     private let perIP = ConnectionsPerIP()
-    private let listeners = NIOLockedValueBox<[any Channel]>([])
+    private let listeners = NIOLockedValueBox<[HostPort: any Channel]>([:])
+    /// Open downstream channels, for graceful shutdown. Locked once per connection, not per request.
+    private let openChannels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
     /// - Parameters:
     ///   - store: where each new connection reads the configuration snapshot it keeps.
@@ -50,38 +52,84 @@ public final class ProxyServer: Service, Sendable {
                 )
             }
         }
-        var bound: [any Channel] = []
+        try await self.reconcileListeners(snapshot.configuration.listeners)
+        let bound = self.listeners.withLockedValue { $0 }
+        return snapshot.configuration.listeners.compactMap { bound[$0.address]?.localAddress }
+    }
+
+    /// Opens the listeners in `wanted` that are not open yet, then closes those no longer wanted. All new ones
+    /// bind or none does (the error is thrown and nothing changes); connections already accepted stay.
+    public func reconcileListeners(_ wanted: [ListenerConfiguration]) async throws {
+        let current = self.listeners.withLockedValue { $0 }
+        var opened: [HostPort: any Channel] = [:]
         do {
-            for listener in snapshot.configuration.listeners {
+            for listener in wanted where current[listener.address] == nil && opened[listener.address] == nil {
                 let channel = try await self.bind(listener)
-                bound.append(channel)
+                opened[listener.address] = channel
                 self.logger.info(
                     "listening",
                     metadata: ["portico.listener": "\(channel.localAddress.map { "\($0)" } ?? "?")"]
                 )
             }
         } catch {
-            for channel in bound { try? await channel.close() }
+            for channel in opened.values { try? await channel.close() }
             throw error
         }
-        self.listeners.withLockedValue { $0 += bound }
-        return bound.compactMap(\.localAddress)
+        let wantedAddresses = Set(wanted.map(\.address))
+        let removed = self.listeners.withLockedValue { listeners in
+            listeners.merge(opened) { old, _ in old }
+            let removed = listeners.filter { !wantedAddresses.contains($0.key) }
+            for key in removed.keys { listeners.removeValue(forKey: key) }
+            return removed
+        }
+        for (address, channel) in removed {
+            self.logger.info("listener closed", metadata: ["portico.listener": "\(address)"])
+            try? await channel.close()
+        }
+    }
+
+    /// Addresses the listeners are bound to now.
+    public var listenerAddresses: [SocketAddress] {
+        self.listeners.withLockedValue { $0.values.compactMap(\.localAddress) }
     }
 
     /// Closes every listener; connections already accepted go on until they end.
     public func stop() async {
-        let channels = self.listeners.withLockedValue { channels in
-            defer { channels = [] }
-            return channels
+        let channels = self.listeners.withLockedValue { listeners in
+            defer { listeners = [:] }
+            return Array(listeners.values)
         }
         for channel in channels { try? await channel.close() }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (idle connections close at once, WebSockets get
+    /// Close 1001), and cuts whatever is still open after `timeout`.
+    public func shutdown(timeout: Duration) async {
+        await self.stop()
+        let channels = self.openChannels.withLockedValue { Array($0.values) }
+        self.logger.info("draining connections", metadata: ["portico.connections": "\(channels.count)"])
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(ProxyShutdownEvent())
+        }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, self.openChannels.withLockedValue({ !$0.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let left = self.openChannels.withLockedValue { Array($0.values) }
+        if !left.isEmpty {
+            self.logger.warning(
+                "shutdown timeout: cutting connections",
+                metadata: ["portico.connections": "\(left.count)"]
+            )
+            for channel in left { channel.close(promise: nil) }
+        }
     }
 
     public func run() async throws {
         try await self.start()
         try? await gracefulShutdown()
         self.logger.info("shutting down: no longer accepting connections")
-        await self.stop()
+        await self.shutdown(timeout: self.store.snapshot.configuration.limits.shutdownTimeout)
     }
 
     private func bind(_ listener: ListenerConfiguration) async throws -> any Channel {
@@ -89,6 +137,7 @@ public final class ProxyServer: Service, Sendable {
         let upstreams = self.upstreams
         let connections = self.connections
         let perIP = self.perIP
+        let openChannels = self.openChannels
         let accessLog = AccessLog(logger: self.accessLogger)
         let logger = self.logger
         return try await ServerBootstrap(group: self.group)
@@ -103,7 +152,12 @@ public final class ProxyServer: Service, Sendable {
                     logger.warning("max_connections reached; closing a new connection")
                     return channel.eventLoop.makeFailedFuture(ProxyServerError.tooManyConnections)
                 }
-                channel.closeFuture.whenComplete { _ in connections.release() }
+                let key = ObjectIdentifier(channel)
+                openChannels.withLockedValue { $0[key] = channel }
+                channel.closeFuture.whenComplete { _ in
+                    connections.release()
+                    openChannels.withLockedValue { _ = $0.removeValue(forKey: key) }
+                }
                 if let limit = limits.maxConnectionsPerIP, let ip = channel.remoteAddress?.ipAddress {
                     guard perIP.acquire(ip, limit: limit) else {
                         logger.warning("max_connections_per_ip reached", metadata: ["portico.downstream": "\(ip)"])
@@ -132,7 +186,8 @@ public final class ProxyServer: Service, Sendable {
                             store: store,
                             upstreams: upstreams.pool(for: channel.eventLoop),
                             timeouts: timeouts,
-                            accessLog: accessLog
+                            accessLog: accessLog,
+                            metrics: upstreams.metrics(for: channel.eventLoop)
                         )
                     )
                 }

@@ -23,6 +23,8 @@ public final class BackendState: Sendable {
     public let tunnels = TunnelCounters()
     private let healthy = Atomic<Bool>(true)
     private let draining = Atomic<Bool>(false)
+    /// Draining because a reload or discovery removed it (not because an operator asked).
+    private let removed = Atomic<Bool>(false)
     /// Uptime nanoseconds until which passive ejection keeps the backend out; 0 when not ejected.
     private let ejectedUntil = Atomic<Int64>(0)
     private let consecutiveFailures = Atomic<Int>(0)
@@ -66,6 +68,18 @@ public final class BackendState: Sendable {
 
     func setDraining(_ value: Bool) {
         self.draining.store(value, ordering: .relaxed)
+        if !value { self.removed.store(false, ordering: .relaxed) }
+    }
+
+    /// Marks the backend as removed by a reload or discovery: it drains.
+    func markRemoved() {
+        self.removed.store(true, ordering: .relaxed)
+        self.draining.store(true, ordering: .relaxed)
+    }
+
+    /// A reload brought a removed backend back: it takes work again.
+    func restoreIfRemoved() {
+        if self.removed.load(ordering: .relaxed) { self.setDraining(false) }
     }
 
     func countRequest() {

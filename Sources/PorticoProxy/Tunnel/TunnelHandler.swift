@@ -95,6 +95,10 @@ final class TunnelHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ProxyShutdownEvent {
+            self.session.close(code: 1001, reason: "going away")
+            return
+        }
         if case ChannelEvent.inputClosed = event {
             // Half-close: pass the end of this direction on, keep the other one open.
             self.inputClosed = true

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import PorticoBalancing
@@ -55,6 +56,9 @@ final class TunnelSession {
     private let started = NIODeadline.now()
     var downstream: TunnelHandler?
     var upstream: TunnelHandler?
+    private let metrics: TunnelMetrics
+    /// The close code the tunnel ended with, when Portico or a peer sent one.
+    private var closeCode: UInt16?
 
     init(pool: BackendPool, backend: Backend, idleTimeout: TimeAmount, eventLoop: any EventLoop, logger: Logger) {
         self.pool = pool
@@ -62,6 +66,7 @@ final class TunnelSession {
         self.idleTimeout = idleTimeout
         self.eventLoop = eventLoop
         self.logger = logger
+        self.metrics = TunnelMetrics(pool: pool.name, backend: backend.id)
     }
 
     var counters: TunnelCounters { self.pool.states[self.backend.index].tunnels }
@@ -78,6 +83,13 @@ final class TunnelSession {
 
     func count(from side: TunnelHandler.Side, bytes: Int, messages: Int) {
         self.counters.add(fromClient: side == .downstream, bytes: bytes, messages: messages)
+        if side == .downstream {
+            self.metrics.clientBytes.increment(by: Int64(bytes))
+            if messages > 0 { self.metrics.clientMessages.increment(by: Int64(messages)) }
+        } else {
+            self.metrics.backendBytes.increment(by: Int64(bytes))
+            if messages > 0 { self.metrics.backendMessages.increment(by: Int64(messages)) }
+        }
     }
 
     private func armIdleTimer(after delay: TimeAmount) {
@@ -97,6 +109,7 @@ final class TunnelSession {
     func close(code: UInt16, reason: String) {
         guard !self.isClosing else { return }
         self.isClosing = true
+        self.closeCode = code
         self.logger.debug(
             "closing tunnel",
             metadata: ["portico.backend": "\(self.backend.id)", "portico.close_code": "\(code)"]
@@ -111,6 +124,7 @@ final class TunnelSession {
     func violation(_ violation: WebSocketFrameTracker.Violation, from side: TunnelHandler.Side, boundaryIsClean: Bool) {
         guard !self.isClosing else { return }
         self.isClosing = true
+        self.closeCode = violation.code
         self.logger.info(
             "closing tunnel: \(violation.reason)",
             metadata: ["portico.backend": "\(self.backend.id)", "portico.close_code": "\(violation.code)"]
@@ -152,6 +166,8 @@ final class TunnelSession {
         self.pool.states[self.backend.index].unregister(self)
         self.pool.load.end(self.backend)
         let lifetime = NIODeadline.now() - self.started
+        let peerCode = self.downstream?.tracker.closeCode ?? self.upstream?.tracker.closeCode
+        self.metrics.closed(code: self.closeCode ?? peerCode, lifetime: lifetime)
         self.logger.debug(
             "tunnel closed",
             metadata: [

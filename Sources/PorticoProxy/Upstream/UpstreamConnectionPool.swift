@@ -98,16 +98,25 @@ final class UpstreamConnectionPool {
 /// One ``UpstreamConnectionPool`` per event loop of the group, found by the loop a connection runs on.
 final class UpstreamPools: Sendable {
     private let pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamConnectionPool>]
+    private let metrics: [ObjectIdentifier: NIOLoopBoundBox<LoopMetrics>]
 
     init(group: any EventLoopGroup) {
         var pools: [ObjectIdentifier: NIOLoopBoundBox<UpstreamConnectionPool>] = [:]
+        var metrics: [ObjectIdentifier: NIOLoopBoundBox<LoopMetrics>] = [:]
         for loop in group.makeIterator() {
             pools[ObjectIdentifier(loop)] = .makeBoxSendingValue(
                 UpstreamConnectionPool(eventLoop: loop),
                 eventLoop: loop
             )
+            metrics[ObjectIdentifier(loop)] = .makeBoxSendingValue(LoopMetrics(), eventLoop: loop)
         }
         self.pools = pools
+        self.metrics = metrics
+    }
+
+    /// The metric caches of `eventLoop`; call on that loop.
+    func metrics(for eventLoop: any EventLoop) -> LoopMetrics {
+        self.metrics[ObjectIdentifier(eventLoop)]?.value ?? LoopMetrics()
     }
 
     /// The pool of `eventLoop`; call on that loop.

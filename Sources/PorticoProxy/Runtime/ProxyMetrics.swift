@@ -1,0 +1,102 @@
+import CoreMetrics
+import NIOCore
+import PorticoConfig
+
+/// Portico's metrics, through swift-metrics (exported as Prometheus text by the admin API when the process
+/// bootstraps `PrometheusMetricsFactory`). Metric objects are made once and kept: never per message.
+enum ProxyMetrics {
+    static func reload(succeeded: Bool) {
+        Counter(label: "portico_reloads_total", dimensions: [("result", succeeded ? "ok" : "refused")]).increment()
+    }
+
+    static func healthTransition(pool: String, backend: String, to state: String) {
+        Counter(
+            label: "portico_health_transitions_total",
+            dimensions: [("pool", pool), ("backend", backend), ("to", state)]
+        ).increment()
+    }
+
+    static func handshakeFailure(pool: String, reason: String) {
+        Counter(label: "portico_websocket_handshake_failures_total", dimensions: [("pool", pool), ("reason", reason)])
+            .increment()
+    }
+
+    static func held(pool: String, outcome: String) {
+        Counter(label: "portico_held_requests_total", dimensions: [("pool", pool), ("outcome", outcome)]).increment()
+    }
+
+    static func ejection(pool: String, backend: String) {
+        Counter(label: "portico_ejections_total", dimensions: [("pool", pool), ("backend", backend)]).increment()
+    }
+}
+
+/// Per event loop caches of the per-request and per-tunnel metric objects, so the request path does one
+/// dictionary lookup on its own loop instead of a registry lookup under a lock.
+final class LoopMetrics {
+    private struct RequestKey: Hashable {
+        let route: Int
+        let pool: String
+        let status: UInt
+    }
+
+    private var requests: [RequestKey: Counter] = [:]
+    private var durations: [String: Timer] = [:]
+
+    func request(route: Int, pool: String, status: UInt, duration: TimeAmount) {
+        let key = RequestKey(route: route, pool: pool, status: status)
+        let counter: Counter
+        if let known = self.requests[key] {
+            counter = known
+        } else {
+            counter = Counter(
+                label: "portico_requests_total",
+                dimensions: [("route", "\(route)"), ("pool", pool), ("status", "\(status)")]
+            )
+            self.requests[key] = counter
+        }
+        counter.increment()
+        let timer: Timer
+        if let known = self.durations[pool] {
+            timer = known
+        } else {
+            timer = Timer(label: "portico_request_duration_seconds", dimensions: [("pool", pool)])
+            self.durations[pool] = timer
+        }
+        timer.recordNanoseconds(duration.nanoseconds)
+    }
+}
+
+/// A tunnel's metric objects, made once when it opens.
+struct TunnelMetrics {
+    let clientMessages: Counter
+    let backendMessages: Counter
+    let clientBytes: Counter
+    let backendBytes: Counter
+    let pool: String
+    let backend: String
+
+    init(pool: String, backend: String) {
+        self.pool = pool
+        self.backend = backend
+        let base = [("pool", pool), ("backend", backend)]
+        self.clientMessages = Counter(
+            label: "portico_websocket_messages_total",
+            dimensions: base + [("from", "client")]
+        )
+        self.backendMessages = Counter(
+            label: "portico_websocket_messages_total",
+            dimensions: base + [("from", "backend")]
+        )
+        self.clientBytes = Counter(label: "portico_websocket_bytes_total", dimensions: base + [("from", "client")])
+        self.backendBytes = Counter(label: "portico_websocket_bytes_total", dimensions: base + [("from", "backend")])
+    }
+
+    func closed(code: UInt16?, lifetime: TimeAmount) {
+        Counter(
+            label: "portico_websocket_closes_total",
+            dimensions: [("pool", self.pool), ("code", code.map { "\($0)" } ?? "none")]
+        ).increment()
+        Timer(label: "portico_tunnel_lifetime_seconds", dimensions: [("pool", self.pool)])
+            .recordNanoseconds(lifetime.nanoseconds)
+    }
+}
