@@ -97,7 +97,7 @@ let package = Package(
             name: "PorticoProxyTests",
             dependencies: [
                 "PorticoProxy", "PorticoConfig", "PorticoBalancing", "PorticoTestSupport",
-                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOEmbedded"), logging,
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOEmbedded"), logging, metrics, prometheus,
             ],
             swiftSettings: settings
         ),

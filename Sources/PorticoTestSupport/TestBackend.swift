@@ -29,6 +29,10 @@ public final class TestBackend: Sendable {
         public var lastHead: HTTPRequestHead?
         /// WebSocket connections upgraded.
         public var websockets = 0
+        /// What `/healthz` answers: 200 while true, 503 while false.
+        public var healthy = true
+        /// Health checks received.
+        public var healthChecks = 0
     }
 
     private init(name: String, channel: any Channel, state: NIOLockedValueBox<Stats>) {
@@ -95,6 +99,11 @@ public final class TestBackend: Sendable {
 
     public var stats: Stats { self.state.withLockedValue { $0 } }
 
+    /// Makes `/healthz` answer 200 (`true`) or 503 (`false`).
+    public func setHealthy(_ healthy: Bool) {
+        self.state.withLockedValue { $0.healthy = healthy }
+    }
+
     public func stop() async {
         try? await self.channel.close()
     }
@@ -135,6 +144,13 @@ final class TestBackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch Self.unwrapInboundIn(data) {
+        case .head(let head) where head.uri == "/healthz":
+            let healthy = self.state.withLockedValue {
+                $0.healthChecks += 1
+                return $0.healthy
+            }
+            self.mode = .status(healthy ? 200 : 503)
+            self.state.withLockedValue { $0.active += 1 }
         case .head(let head):
             self.state.withLockedValue {
                 $0.requests += 1

@@ -1,0 +1,235 @@
+import NIOCore
+import NIOHTTP1
+import PorticoProxy
+import PorticoTestSupport
+import Testing
+
+@Suite(.serialized) struct OperationsTests {
+    static func pool(_ b: [TestBackend], extra: String = "") -> String {
+        """
+        listeners: [{ address: "LISTEN" }]
+        admin: { address: "ADMIN" }
+        routes:
+          - pool: web
+            websocket: { idle_timeout: 60s }
+        pools:
+          web:
+        \(extra)
+            backends: [\(b.map { "{ address: \"\($0.address)\", id: \($0.name) }" }.joined(separator: ", "))]
+        """
+    }
+
+    @Test func failingHealthChecksStopTheWork() async throws {
+        try await withBackends(["a", "b"]) { b in
+            let yaml = Self.pool(b, extra: "    health: { path: /healthz, interval: 100ms, timeout: 100ms, rise: 2, fall: 2 }")
+            try await withRuntime(yaml) { portico in
+                #expect(await eventually { b[0].stats.healthChecks >= 2 && b[1].stats.healthChecks >= 2 })
+                b[0].setHealthy(false)
+                // Within interval × fall (200 ms, plus a tick) a is down and gets no more requests.
+                try await Task.sleep(for: .milliseconds(500))
+                let before = b[0].stats.requests
+                for _ in 0..<10 {
+                    let response = try await HTTPTestClient.request(port: portico.port, .GET, "/")
+                    #expect(response.headers.first(name: "x-backend") == "b")
+                }
+                #expect(b[0].stats.requests == before)
+                let status = try await portico.admin("GET", "/status").body
+                #expect(status.contains(#""id":"a","address":"\#(b[0].address)","weight":1,"state":"down""#))
+                b[0].setHealthy(true)
+                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""state":"down""#)) == false })
+            }
+        }
+    }
+
+    @Test func pauseHoldsRequestsUntilResume() async throws {
+        try await withBackends(["a"]) { b in
+            try await withRuntime(Self.pool(b, extra: "    hold: { timeout: 5s, max_queued: 100 }")) { portico in
+                #expect(try await portico.admin("POST", "/pools/web/pause").status == 200)
+                async let held = HTTPTestClient.request(port: portico.port, .GET, "/waiting")
+                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""held":1"#)) == true })
+                #expect(b[0].stats.requests == 0)
+                #expect(try await portico.admin("POST", "/pools/web/resume").status == 200)
+                let response = try await held
+                #expect(response.status == 200)
+                #expect(response.body.contains("uri: /waiting"))
+            }
+        }
+    }
+
+    @Test func holdTimesOutWith503() async throws {
+        try await withBackends(["a"]) { b in
+            try await withRuntime(Self.pool(b, extra: "    hold: { timeout: 300ms, max_queued: 1 }")) { portico in
+                _ = try await portico.admin("POST", "/pools/web/pause")
+                async let first = HTTPTestClient.request(port: portico.port, .GET, "/first")
+                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""held":1"#)) == true })
+                let full = try await HTTPTestClient.request(port: portico.port, .GET, "/second")
+                #expect(full.status == 503)  // the queue holds one
+                let timedOut = try await first
+                #expect(timedOut.status == 503)
+                #expect(timedOut.headers.first(name: "retry-after") != nil)
+                #expect(b[0].stats.requests == 0)
+            }
+        }
+    }
+
+    @Test func requestsWaitForABackendToComeBack() async throws {
+        try await withBackends(["a"]) { b in
+            let yaml = Self.pool(
+                b,
+                extra: """
+                        health: { path: /healthz, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }
+                        hold: { timeout: 5s, max_queued: 100 }
+                    """
+            )
+            try await withRuntime(yaml) { portico in
+                b[0].setHealthy(false)
+                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""state":"down""#)) == true })
+                async let waiting = HTTPTestClient.request(port: portico.port, .GET, "/during-upgrade")
+                try await Task.sleep(for: .milliseconds(300))
+                b[0].setHealthy(true)
+                let response = try await waiting
+                #expect(response.status == 200)
+            }
+        }
+    }
+
+    @Test func passiveEjectionAfterConsecutiveFailures() async throws {
+        try await withBackends(["a", "b"]) { b in
+            let yaml = Self.pool(b, extra: "    passive: { failures: 2, eject: 5s }\n    retries: 0")
+            try await withRuntime(yaml) { portico in
+                // Both backends answer 500 for this path; round robin alternates, so each fails twice.
+                for _ in 0..<4 { _ = try await HTTPTestClient.request(port: portico.port, .GET, "/status/500") }
+                let status = try await portico.admin("GET", "/status").body
+                #expect(status.components(#""state":"ejected""#).count == 3)
+                // With every backend ejected, a request has nowhere to go.
+                #expect(try await HTTPTestClient.request(port: portico.port, .GET, "/").status == 503)
+            }
+        }
+    }
+
+    @Test func adminTokenIsRequiredWhenSet() async throws {
+        try await withBackends(["a"]) { b in
+            let yaml = Self.pool(b).replacingPlaceholder("admin: { address: \"ADMIN\" }", with: "admin: { address: \"ADMIN\", token: s3cret }")
+            try await withRuntime(yaml) { portico in
+                let denied = try await portico.admin("GET", "/status")
+                #expect(denied.status == 401)
+                #expect(denied.headers.first(name: "www-authenticate") == "Bearer")
+                #expect(try await portico.admin("GET", "/status", token: "wrong").status == 401)
+                #expect(try await portico.admin("POST", "/reload", token: "wrong").status == 401)
+                #expect(try await portico.admin("GET", "/status", token: "s3cret").status == 200)
+                let config = try await portico.admin("GET", "/config", token: "s3cret").body
+                #expect(!config.contains("s3cret"))
+            }
+        }
+    }
+
+    @Test func metricsScrape() async throws {
+        try await withBackends(["a"]) { b in
+            try await withRuntime(Self.pool(b)) { portico in
+                _ = try await HTTPTestClient.request(port: portico.port, .GET, "/")
+                let socket = try await WebSocketTestClient.connect(port: portico.port)
+                try await socket.send(text: "hi")
+                _ = try await socket.receiveMessage()
+                let scrape = try await portico.admin("GET", "/metrics")
+                #expect(scrape.status == 200)
+                #expect(scrape.headers.first(name: "content-type")?.hasPrefix("text/plain") == true)
+                for name in [
+                    "portico_requests_total", "portico_request_duration_seconds_bucket", "portico_downstream_connections",
+                    "portico_tunnels_live", "portico_websocket_messages_total", "portico_backend_up",
+                ] {
+                    #expect(scrape.body.contains(name), "\(name) missing")
+                }
+                #expect(scrape.body.contains(#"portico_tunnels_live{pool="web",backend="a"} 1"#))
+                await socket.close()
+                let html = try await portico.admin("GET", "/")
+                #expect(html.headers.first(name: "content-type")?.hasPrefix("text/html") == true)
+                #expect(html.body.contains("<td>a</td>"))
+            }
+        }
+    }
+
+    @Test func drainSendsClose1012AndNewSocketsGoElsewhere() async throws {
+        try await withBackends(["a", "b"]) { b in
+            try await withRuntime(Self.pool(b, extra: "    drain_timeout: 500ms")) { portico in
+                var sockets: [(String, WebSocketTestClient)] = []
+                for _ in 0..<6 {
+                    let socket = try await WebSocketTestClient.connect(port: portico.port)
+                    try await socket.send(text: "whoami")
+                    sockets.append((try await socket.receiveMessage()?.text ?? "?", socket))
+                }
+                let drained = try await portico.admin("POST", "/pools/web/backends/a/drain")
+                #expect(drained.body.contains(#""state":"draining""#))
+                for (backend, socket) in sockets where backend == "a" {
+                    let close = try await socket.receive(timeout: .seconds(3))
+                    #expect(close?.closeCode == 1012)
+                }
+                for (backend, socket) in sockets where backend == "b" {
+                    try await socket.send(text: "still here")
+                    #expect(try await socket.receiveMessage()?.text == "still here")
+                }
+                for _ in 0..<4 {
+                    let socket = try await WebSocketTestClient.connect(port: portico.port)
+                    try await socket.send(text: "whoami")
+                    #expect(try await socket.receiveMessage()?.text == "b")
+                    await socket.close()
+                }
+                #expect(try await portico.admin("POST", "/pools/web/backends/a/enable").status == 200)
+                #expect(try await portico.admin("POST", "/pools/web/backends/zzz/drain").status == 404)
+                for (_, socket) in sockets { await socket.close() }
+            }
+        }
+    }
+
+    @Test func shutdownClosesSocketsWith1001() async throws {
+        try await withBackends(["a"]) { b in
+            let harness = try await RuntimeHarness(Self.pool(b))
+            let socket = try await WebSocketTestClient.connect(port: harness.port)
+            try await socket.send(text: "hi")
+            _ = try await socket.receiveMessage()
+            let idle = try await HTTPTestClient.connect(port: harness.port)
+            _ = try await idle.request(.GET, "/")
+            async let slow = HTTPTestClient.request(port: harness.port, .GET, "/slow/400")
+            try await Task.sleep(for: .milliseconds(100))
+            await harness.runtime.server.shutdown(timeout: .seconds(5))
+            #expect(try await socket.receive()?.closeCode == 1001)
+            #expect(try await slow.status == 200)  // in-flight requests finish
+            #expect(!idle.isActive)  // idle keep-alive connections close
+            await harness.stop()
+        }
+    }
+
+    @Test func reloadChangesRoutesAndRefusesBadFiles() async throws {
+        try await withBackends(["a", "b"]) { b in
+            let first = """
+                listeners: [{ address: "LISTEN" }]
+                admin: { address: "ADMIN" }
+                routes: [{ pool: one }]
+                pools:
+                  one: { backends: [{ address: "\(b[0].address)", id: a }] }
+                """
+            try await withRuntime(first) { portico in
+                let client = try await HTTPTestClient.connect(port: portico.port)  // keep-alive across the reload
+                #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "a")
+                try portico.rewrite(first.replacingPlaceholder("pools:\n  one:", with: "pools:\n  one:\n    policy: nope\n  x:"))
+                let refused = try await portico.admin("POST", "/reload")
+                #expect(refused.status == 400)
+                #expect(refused.body.contains("unknown policy"))
+                #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "a")
+                try portico.rewrite(
+                    """
+                    listeners: [{ address: "LISTEN" }]
+                    admin: { address: "ADMIN" }
+                    routes: [{ pool: two }]
+                    pools:
+                      two: { backends: [{ address: "\(b[1].address)", id: b }] }
+                    """
+                )
+                let reloaded = try await portico.admin("POST", "/reload")
+                #expect(reloaded.status == 200)
+                #expect(reloaded.body == "{\"generation\":2}\n")
+                #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "b")
+                await client.close()
+            }
+        }
+    }
+}
