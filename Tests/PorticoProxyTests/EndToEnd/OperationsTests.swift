@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import PorticoProxy
@@ -21,7 +22,10 @@ import Testing
 
     @Test func failingHealthChecksStopTheWork() async throws {
         try await withBackends(["a", "b"]) { b in
-            let yaml = Self.pool(b, extra: "    health: { path: /healthz, interval: 100ms, timeout: 100ms, rise: 2, fall: 2 }")
+            let yaml = Self.pool(
+                b,
+                extra: "    health: { path: /healthz, interval: 100ms, timeout: 100ms, rise: 2, fall: 2 }"
+            )
             try await withRuntime(yaml) { portico in
                 #expect(await eventually { b[0].stats.healthChecks >= 2 && b[1].stats.healthChecks >= 2 })
                 b[0].setHealthy(false)
@@ -36,7 +40,11 @@ import Testing
                 let status = try await portico.admin("GET", "/status").body
                 #expect(status.contains(#""id":"a","address":"\#(b[0].address)","weight":1,"state":"down""#))
                 b[0].setHealthy(true)
-                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""state":"down""#)) == false })
+                #expect(
+                    await eventually {
+                        (try? await portico.admin("GET", "/status").body.contains(#""state":"down""#)) == false
+                    }
+                )
             }
         }
     }
@@ -46,7 +54,11 @@ import Testing
             try await withRuntime(Self.pool(b, extra: "    hold: { timeout: 5s, max_queued: 100 }")) { portico in
                 #expect(try await portico.admin("POST", "/pools/web/pause").status == 200)
                 async let held = HTTPTestClient.request(port: portico.port, .GET, "/waiting")
-                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""held":1"#)) == true })
+                #expect(
+                    await eventually {
+                        (try? await portico.admin("GET", "/status").body.contains(#""held":1"#)) == true
+                    }
+                )
                 #expect(b[0].stats.requests == 0)
                 #expect(try await portico.admin("POST", "/pools/web/resume").status == 200)
                 let response = try await held
@@ -61,7 +73,11 @@ import Testing
             try await withRuntime(Self.pool(b, extra: "    hold: { timeout: 300ms, max_queued: 1 }")) { portico in
                 _ = try await portico.admin("POST", "/pools/web/pause")
                 async let first = HTTPTestClient.request(port: portico.port, .GET, "/first")
-                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""held":1"#)) == true })
+                #expect(
+                    await eventually {
+                        (try? await portico.admin("GET", "/status").body.contains(#""held":1"#)) == true
+                    }
+                )
                 let full = try await HTTPTestClient.request(port: portico.port, .GET, "/second")
                 #expect(full.status == 503)  // the queue holds one
                 let timedOut = try await first
@@ -83,7 +99,11 @@ import Testing
             )
             try await withRuntime(yaml) { portico in
                 b[0].setHealthy(false)
-                #expect(await eventually { (try? await portico.admin("GET", "/status").body.contains(#""state":"down""#)) == true })
+                #expect(
+                    await eventually {
+                        (try? await portico.admin("GET", "/status").body.contains(#""state":"down""#)) == true
+                    }
+                )
                 async let waiting = HTTPTestClient.request(port: portico.port, .GET, "/during-upgrade")
                 try await Task.sleep(for: .milliseconds(300))
                 b[0].setHealthy(true)
@@ -109,7 +129,10 @@ import Testing
 
     @Test func adminTokenIsRequiredWhenSet() async throws {
         try await withBackends(["a"]) { b in
-            let yaml = Self.pool(b).replacingPlaceholder("admin: { address: \"ADMIN\" }", with: "admin: { address: \"ADMIN\", token: s3cret }")
+            let yaml = Self.pool(b).replacingPlaceholder(
+                "admin: { address: \"ADMIN\" }",
+                with: "admin: { address: \"ADMIN\", token: s3cret }"
+            )
             try await withRuntime(yaml) { portico in
                 let denied = try await portico.admin("GET", "/status")
                 #expect(denied.status == 401)
@@ -134,7 +157,8 @@ import Testing
                 #expect(scrape.status == 200)
                 #expect(scrape.headers.first(name: "content-type")?.hasPrefix("text/plain") == true)
                 for name in [
-                    "portico_requests_total", "portico_request_duration_seconds_bucket", "portico_downstream_connections",
+                    "portico_requests_total", "portico_request_duration_seconds_bucket",
+                    "portico_downstream_connections",
                     "portico_tunnels_live", "portico_websocket_messages_total", "portico_backend_up",
                 ] {
                     #expect(scrape.body.contains(name), "\(name) missing")
@@ -210,7 +234,9 @@ import Testing
             try await withRuntime(first) { portico in
                 let client = try await HTTPTestClient.connect(port: portico.port)  // keep-alive across the reload
                 #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "a")
-                try portico.rewrite(first.replacingPlaceholder("pools:\n  one:", with: "pools:\n  one:\n    policy: nope\n  x:"))
+                try portico.rewrite(
+                    first.replacingPlaceholder("pools:\n  one:", with: "pools:\n  one:\n    policy: nope\n  x:")
+                )
                 let refused = try await portico.admin("POST", "/reload")
                 #expect(refused.status == 400)
                 #expect(refused.body.contains("unknown policy"))
@@ -232,4 +258,124 @@ import Testing
             }
         }
     }
+}
+
+@Suite(.serialized) struct ZeroDowntimeReloadTests {
+    @Test func fiftyReloadsUnderLoadDropNothing() async throws {
+        try await withBackends(["a", "b"]) { b in
+            func config(_ variant: Int) -> String {
+                """
+                listeners: [{ address: "LISTEN" }]
+                admin: { address: "ADMIN" }
+                routes:
+                  - match: { headers: { x-variant: "\(variant)" } }
+                    pool: web
+                  - pool: web
+                    websocket: { idle_timeout: 60s }
+                pools:
+                  web:
+                    policy: \(variant % 2 == 0 ? "least_conn" : "round_robin")
+                    backends: [{ address: "\(b[0].address)", id: a }, { address: "\(b[1].address)", id: b }]
+                """
+            }
+            try await withRuntime(config(0)) { portico in
+                var opened: [WebSocketTestClient] = []
+                for _ in 0..<200 { opened.append(try await WebSocketTestClient.connect(port: portico.port)) }
+                let sockets = opened
+                let stop = ManagedStop()
+                // Every socket keeps a conversation going and checks each echo.
+                let conversations = Task {
+                    try await withThrowingTaskGroup(of: (sent: Int, lost: Int).self) { group in
+                        for (index, socket) in sockets.enumerated() {
+                            group.addTask {
+                                var sent = 0
+                                var lost = 0
+                                while !stop.isSet {
+                                    let message = "s\(index)-m\(sent)"
+                                    try await socket.send(text: message)
+                                    sent += 1
+                                    if try await socket.receiveMessage(timeout: .seconds(10))?.text != message {
+                                        lost += 1
+                                    }
+                                    try await Task.sleep(for: .milliseconds(50))
+                                }
+                                return (sent, lost)
+                            }
+                        }
+                        var totals = (sent: 0, lost: 0)
+                        for try await result in group {
+                            totals.sent += result.sent
+                            totals.lost += result.lost
+                        }
+                        return totals
+                    }
+                }
+                // HTTP load on keep-alive connections and on new ones.
+                let http = Task {
+                    var failures = 0
+                    var done = 0
+                    let client = try await HTTPTestClient.connect(port: portico.port)
+                    while !stop.isSet {
+                        if (try? await client.request(.GET, "/keep-alive"))?.status != 200 { failures += 1 }
+                        if (try? await HTTPTestClient.request(port: portico.port, .GET, "/fresh"))?.status != 200 {
+                            failures += 1
+                        }
+                        done += 2
+                    }
+                    await client.close()
+                    return (done, failures)
+                }
+                for reload in 1...50 {
+                    try portico.rewrite(config(reload))
+                    let reply = try await portico.admin("POST", "/reload")
+                    #expect(reply.status == 200)
+                    try await Task.sleep(for: .milliseconds(40))
+                }
+                stop.set()
+                let (sent, lost) = try await conversations.value
+                let (requests, failures) = try await http.value
+                #expect(lost == 0)
+                #expect(sent >= 200)
+                #expect(failures == 0)
+                #expect(requests > 20)
+                let allOpen = sockets.allSatisfy { $0.isActive }
+                #expect(allOpen)
+                #expect(try await portico.admin("GET", "/status").body.contains(#""generation":51"#))
+                for socket in sockets { await socket.close() }
+            }
+        }
+    }
+
+    @Test func reloadOpensAndClosesListeners() async throws {
+        try await withBackends(["a"]) { b in
+            let extra = try deadPort()
+            let base = """
+                listeners: [{ address: "LISTEN" }]
+                admin: { address: "ADMIN" }
+                routes: [{ pool: web }]
+                pools: { web: { backends: [{ address: "\(b[0].address)" }] } }
+                """
+            try await withRuntime(base) { portico in
+                try portico.rewrite(
+                    base.replacingPlaceholder(
+                        "[{ address: \"LISTEN\" }]",
+                        with: "[{ address: \"LISTEN\" }, { address: \"127.0.0.1:\(extra)\" }]"
+                    )
+                )
+                #expect(try await portico.admin("POST", "/reload").status == 200)
+                #expect(try await HTTPTestClient.request(port: extra, .GET, "/").status == 200)
+                try portico.rewrite(base)
+                #expect(try await portico.admin("POST", "/reload").status == 200)
+                await #expect(throws: (any Error).self) { try await HTTPTestClient.request(port: extra, .GET, "/") }
+                #expect(try await HTTPTestClient.request(port: portico.port, .GET, "/").status == 200)
+            }
+        }
+    }
+}
+
+/// A stop flag shared by the load tasks of one test.
+final class ManagedStop: Sendable {
+    private let box = NIOLockedValueBox(false)
+    var isSet: Bool { self.box.withLockedValue { $0 } }
+    func set() { self.box.withLockedValue { $0 = true } }
 }

@@ -1,12 +1,12 @@
 import Logging
 import Metrics
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import PorticoConfig
 import PorticoProxy
-import Prometheus
 import PorticoTestSupport
-import NIOHTTP1
+import Prometheus
 
 #if canImport(Glibc)
 import Glibc
