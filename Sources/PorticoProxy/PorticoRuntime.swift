@@ -14,6 +14,7 @@ public final class PorticoRuntime: Sendable {
     public let reloader: ConfigReloader
     public let prober: HealthProber
     public let admin: AdminServer?
+    public let dnsDiscovery: DNSDiscovery
 
     /// - Parameters:
     ///   - configuration: the validated configuration to start with.
@@ -30,6 +31,7 @@ public final class PorticoRuntime: Sendable {
         logger: Logger,
         accessLogger: Logger? = nil,
         registry: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry,
+        resolver: any NameResolver = SystemResolver(),
         version: String
     ) {
         let store = ConfigStore(ProxySnapshot(configuration: configuration))
@@ -39,6 +41,7 @@ public final class PorticoRuntime: Sendable {
         self.server = server
         self.reloader = reloader
         self.prober = HealthProber(store: store, group: group, logger: logger)
+        self.dnsDiscovery = DNSDiscovery(reloader: reloader, resolver: resolver, logger: logger)
         self.admin = configuration.admin.map {
             AdminServer(
                 configuration: $0,
@@ -55,7 +58,9 @@ public final class PorticoRuntime: Sendable {
 
     /// Everything that runs until graceful shutdown, for a `ServiceGroup`.
     public var services: [any Service] {
-        var services: [any Service] = [self.server, self.prober, ReloadOnSIGHUP(reloader: self.reloader)]
+        var services: [any Service] = [
+            self.server, self.prober, self.dnsDiscovery, ReloadOnSIGHUP(reloader: self.reloader),
+        ]
         if let admin = self.admin { services.append(admin) }
         return services
     }

@@ -10,6 +10,10 @@ public actor ConfigReloader {
     private let server: ProxyServer
     private let logger: Logger
     private let environment: @Sendable () -> [String: String]
+    /// The configuration as the file says, before discovered backends are added.
+    private var base: PorticoConfiguration
+    /// Backends found by discovery, by pool and source (`dns`, `redis`).
+    private var discovered: [String: [String: [BackendConfiguration]]] = [:]
 
     /// Why a reload was refused; the old configuration keeps serving.
     public struct Failure: Error, CustomStringConvertible {
@@ -34,6 +38,40 @@ public actor ConfigReloader {
         self.server = server
         self.logger = logger
         self.environment = environment
+        self.base = store.snapshot.configuration
+    }
+
+    /// The configuration from the file, without discovered backends.
+    public var baseConfiguration: PorticoConfiguration { self.base }
+
+    /// Replaces the backends `source` found for `pool`; installs a new snapshot when they changed.
+    /// Removed ones drain like backends a reload removed.
+    public func discovered(_ backends: [BackendConfiguration], pool: String, source: String) async {
+        guard self.discovered[pool]?[source] != backends else { return }
+        self.discovered[pool, default: [:]][source] = backends
+        self.logger.info(
+            "discovery changed backends",
+            metadata: [
+                "portico.pool": "\(pool)", "portico.source": "\(source)",
+                "portico.backends": "\(backends.map(\.id).joined(separator: ","))",
+            ]
+        )
+        _ = try? await self.install(self.base)
+    }
+
+    /// `configuration` with every pool's discovered backends added (static ones win on a clashing id).
+    private func merged(_ configuration: PorticoConfiguration) -> PorticoConfiguration {
+        var merged = configuration
+        for index in merged.pools.indices {
+            guard let sources = self.discovered[merged.pools[index].name] else { continue }
+            var ids = Set(merged.pools[index].backends.map(\.id))
+            for source in sources.keys.sorted() {
+                for backend in sources[source] ?? [] where ids.insert(backend.id).inserted {
+                    merged.pools[index].backends.append(backend)
+                }
+            }
+        }
+        return merged
     }
 
     /// Reloads from the file.
@@ -51,13 +89,13 @@ public actor ConfigReloader {
             self.logger.error("reload refused: configuration errors", metadata: ["portico.errors": "\(error)"])
             throw Failure(message: "\(error)")
         }
+        self.base = configuration
         return try await self.install(configuration)
     }
 
-    /// Installs an already validated configuration (reload from the file, or discovery).
-    public func install(_ configuration: PorticoConfiguration) async throws(Failure) -> Int {
-        let old = self.store.snapshot
-        let next = ProxySnapshot(configuration: configuration, generation: old.generation + 1, runtime: old.runtime)
+    /// Installs an already validated configuration, plus what discovery found.
+    public func install(_ base: PorticoConfiguration) async throws(Failure) -> Int {
+        let configuration = self.merged(base)
         do {
             try await self.server.reconcileListeners(configuration.listeners)
         } catch {
@@ -65,6 +103,9 @@ public actor ConfigReloader {
             self.logger.error("reload refused: cannot open listeners", metadata: ["portico.error": "\(error)"])
             throw Failure(message: "cannot open listeners: \(error)")
         }
+        // Read after the await: the actor may have installed another snapshot meanwhile.
+        let old = self.store.snapshot
+        let next = ProxySnapshot(configuration: configuration, generation: old.generation + 1, runtime: old.runtime)
         let kept = Set(next.pools.values.flatMap { $0.states.map(ObjectIdentifier.init) })
         for pool in next.pools.values { for state in pool.states { state.restoreIfRemoved() } }
         self.store.install(next)

@@ -31,7 +31,7 @@ final class RuntimeHarness: Sendable {
     private let prober: Task<Void, Never>
 
     /// Writes `yaml` (with LISTEN and ADMIN placeholders) to a temporary file and starts Portico on it.
-    init(_ yaml: String) async throws {
+    init(_ yaml: String, resolver: any NameResolver = SystemResolver()) async throws {
         _ = TestMetrics.registry
         let listen = try deadPort()
         let admin = try deadPort()
@@ -47,6 +47,7 @@ final class RuntimeHarness: Sendable {
             group: self.group,
             logger: logger,
             registry: TestMetrics.registry,
+            resolver: resolver,
             version: "test"
         )
         try await self.runtime.server.start()
@@ -54,7 +55,13 @@ final class RuntimeHarness: Sendable {
         self.port = listen
         self.adminPort = admin
         let prober = self.runtime.prober
-        self.prober = Task { try? await prober.run() }
+        let discovery = self.runtime.dnsDiscovery
+        self.prober = Task {
+            await withDiscardingTaskGroup { group in
+                group.addTask { try? await prober.run() }
+                group.addTask { try? await discovery.run() }
+            }
+        }
     }
 
     static func write(_ yaml: String, listen: Int, admin: Int, to path: String) throws {
@@ -92,8 +99,12 @@ enum HarnessError: Error {
     case cannotWrite(String)
 }
 
-func withRuntime<T>(_ yaml: String, _ body: (RuntimeHarness) async throws -> T) async throws -> T {
-    let harness = try await RuntimeHarness(yaml)
+func withRuntime<T>(
+    _ yaml: String,
+    resolver: any NameResolver = SystemResolver(),
+    _ body: (RuntimeHarness) async throws -> T
+) async throws -> T {
+    let harness = try await RuntimeHarness(yaml, resolver: resolver)
     do {
         let result = try await body(harness)
         await harness.stop()
