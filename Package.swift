@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "PorticoProxy",
             dependencies: [
-                "PorticoConfig", "PorticoRouting", "PorticoBalancing",
+                "PorticoConfig", "PorticoRouting", "PorticoBalancing", "PorticoRESP",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"), logging, lifecycle,
                 metrics, prometheus, .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -64,7 +64,11 @@ let package = Package(
         ),
         // relay
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]),
-        .target(name: "PorticoRESP", dependencies: ["CHiredis", nio("NIOCore")], swiftSettings: settings),
+        .target(
+            name: "PorticoRESP",
+            dependencies: ["CHiredis", nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers")],
+            swiftSettings: settings
+        ),
         .target(
             name: "PorticoRelay",
             dependencies: ["PorticoRESP", nio("NIOCore"), logging],
@@ -73,7 +77,7 @@ let package = Package(
         // test support (not a product)
         .target(
             name: "PorticoTestSupport",
-            dependencies: [nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket")],
+            dependencies: ["PorticoRESP", nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket")],
             swiftSettings: settings
         ),
         .executableTarget(
@@ -96,12 +100,16 @@ let package = Package(
         .testTarget(
             name: "PorticoProxyTests",
             dependencies: [
-                "PorticoProxy", "PorticoConfig", "PorticoBalancing", "PorticoTestSupport",
+                "PorticoProxy", "PorticoConfig", "PorticoBalancing", "PorticoRESP", "PorticoTestSupport",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOEmbedded"), logging, metrics, prometheus,
             ],
             swiftSettings: settings
         ),
-        .testTarget(name: "PorticoRESPTests", dependencies: ["PorticoRESP", nio("NIOCore")], swiftSettings: settings),
+        .testTarget(
+            name: "PorticoRESPTests",
+            dependencies: ["PorticoRESP", "PorticoTestSupport", nio("NIOCore")],
+            swiftSettings: settings
+        ),
         .testTarget(
             name: "PorticoRelayTests",
             dependencies: ["PorticoRelay", nio("NIOCore")],

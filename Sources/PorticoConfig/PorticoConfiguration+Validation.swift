@@ -63,9 +63,6 @@ extension PorticoConfiguration {
     /// when it does not.
     public var settingsNotYetEnforced: [String] {
         var notes: [String] = []
-        for pool in self.pools where pool.discovery?.redis != nil {
-            notes.append("pools.\(pool.name).discovery.redis: Redis discovery does not run yet (DNS discovery does)")
-        }
         return notes
     }
 }

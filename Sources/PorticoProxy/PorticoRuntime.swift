@@ -15,6 +15,7 @@ public final class PorticoRuntime: Sendable {
     public let prober: HealthProber
     public let admin: AdminServer?
     public let dnsDiscovery: DNSDiscovery
+    public let redisDiscovery: RedisDiscovery
 
     /// - Parameters:
     ///   - configuration: the validated configuration to start with.
@@ -42,6 +43,7 @@ public final class PorticoRuntime: Sendable {
         self.reloader = reloader
         self.prober = HealthProber(store: store, group: group, logger: logger)
         self.dnsDiscovery = DNSDiscovery(reloader: reloader, resolver: resolver, logger: logger)
+        self.redisDiscovery = RedisDiscovery(reloader: reloader, logger: logger)
         self.admin = configuration.admin.map {
             AdminServer(
                 configuration: $0,
@@ -59,7 +61,7 @@ public final class PorticoRuntime: Sendable {
     /// Everything that runs until graceful shutdown, for a `ServiceGroup`.
     public var services: [any Service] {
         var services: [any Service] = [
-            self.server, self.prober, self.dnsDiscovery, ReloadOnSIGHUP(reloader: self.reloader),
+            self.server, self.prober, self.dnsDiscovery, self.redisDiscovery, ReloadOnSIGHUP(reloader: self.reloader),
         ]
         if let admin = self.admin { services.append(admin) }
         return services

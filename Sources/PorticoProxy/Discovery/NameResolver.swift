@@ -26,18 +26,16 @@ public struct SystemResolver: NameResolver {
             var addresses: [String] = []
             var cursor: UnsafeMutablePointer<addrinfo>? = first
             while let entry = cursor {
-                var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                if entry.pointee.ai_family == AF_INET {
-                    entry.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
-                        var raw = address.pointee.sin_addr
-                        _ = inet_ntop(AF_INET, &raw, &text, socklen_t(text.count))
-                    }
-                } else if entry.pointee.ai_family == AF_INET6 {
-                    entry.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address in
-                        var raw = address.pointee.sin6_addr
-                        _ = inet_ntop(AF_INET6, &raw, &text, socklen_t(text.count))
-                    }
-                }
+                var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                _ = getnameinfo(
+                    entry.pointee.ai_addr,
+                    entry.pointee.ai_addrlen,
+                    &text,
+                    socklen_t(text.count),
+                    nil,
+                    0,
+                    NI_NUMERICHOST
+                )
                 let address = String(cString: text)
                 if !address.isEmpty && !addresses.contains(address) { addresses.append(address) }
                 cursor = entry.pointee.ai_next

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import PorticoProxy
+import PorticoRESP
 import PorticoTestSupport
 import Testing
 
@@ -75,5 +76,56 @@ import Glibc
         let addresses = try await SystemResolver().resolve("localhost")
         #expect(addresses.contains("127.0.0.1") || addresses.contains("::1"))
         await #expect(throws: ResolveError.self) { try await SystemResolver().resolve("no-such-host.invalid") }
+    }
+}
+
+@Suite(.serialized) struct RedisDiscoveryTests {
+    @Test func announcedNodesBecomeBackends() async throws {
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        try await withBackends(["n1", "n2"]) { b in
+            let writer = try await RedisConnection.connect(to: redis.url)
+            let yaml = """
+                listeners: [{ address: "LISTEN" }]
+                admin: { address: "ADMIN" }
+                routes: [{ pool: chat }]
+                pools:
+                  chat:
+                    drain_timeout: 200ms
+                    discovery: { redis: { url: "redis://127.0.0.1:\(redis.port)", service: chat } }
+                """
+            let harness = try await RuntimeHarness(yaml)
+            let discovery = Task { try? await harness.runtime.redisDiscovery.run() }
+            defer { discovery.cancel() }
+            #expect(try await HTTPTestClient.request(port: harness.port, .GET, "/").status == 503)
+            _ = try await writer.send(["SET", "portico:v1:node:chat:n1", b[0].address, "EX", "30"])
+            let started = ContinuousClock.now
+            #expect(
+                await eventually {
+                    (try? await HTTPTestClient.request(port: harness.port, .GET, "/"))?.status == 200
+                }
+            )
+            #expect(ContinuousClock.now - started < .seconds(1.5))  // appears within about a second
+            _ = try await writer.send(["SET", "portico:v1:node:chat:n2", b[1].address, "PX", "800"])
+            #expect(
+                await eventually { (try? await harness.admin("GET", "/status").body.contains(#""id":"n2""#)) == true }
+            )
+            // n2 stops refreshing: gone within its TTL (plus one poll).
+            #expect(
+                await eventually(timeout: .seconds(3)) {
+                    (try? await harness.admin("GET", "/status").body.contains(#""id":"n2""#)) == false
+                }
+            )
+            // An orderly leave is immediate.
+            _ = try await writer.send(["DEL", "portico:v1:node:chat:n1"])
+            #expect(
+                await eventually(timeout: .seconds(1.5)) {
+                    (try? await HTTPTestClient.request(port: harness.port, .GET, "/"))?.status == 503
+                }
+            )
+            await writer.close()
+            discovery.cancel()
+            await harness.stop()
+        }
     }
 }

@@ -1,0 +1,152 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// One connection to Redis speaking RESP2: commands are pipelined and their replies matched in order.
+///
+/// All I/O is SwiftNIO; hiredis only parses. A command that gets no reply within `commandTimeout` closes the
+/// connection (a stopped Redis looks exactly like that), failing every pending command.
+public final class RedisConnection: Sendable {
+    private let channel: any Channel
+    private let commandTimeout: TimeAmount
+
+    /// The reply was a RESP error, such as `ERR unknown command`.
+    public struct ServerError: Error, Sendable, Equatable, CustomStringConvertible {
+        public let message: String
+        public var description: String { self.message }
+    }
+
+    /// The connection closed, or a reply did not come in time.
+    public struct ConnectionError: Error, Sendable, CustomStringConvertible {
+        public let message: String
+        public var description: String { self.message }
+
+        public init(message: String) {
+            self.message = message
+        }
+    }
+
+    private init(channel: any Channel, commandTimeout: TimeAmount) {
+        self.channel = channel
+        self.commandTimeout = commandTimeout
+    }
+
+    /// Connects, authenticates and selects the database the URL names.
+    ///
+    /// - Parameters:
+    ///   - url: where Redis is.
+    ///   - group: the event loops to use.
+    ///   - connectTimeout: default 2 s.
+    ///   - commandTimeout: default 2 s.
+    public static func connect(
+        to url: RedisURL,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        connectTimeout: TimeAmount = .seconds(2),
+        commandTimeout: TimeAmount = .seconds(2)
+    ) async throws -> RedisConnection {
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RESPClientHandler())
+                }
+            }
+        let channel: any Channel
+        if let address = try? SocketAddress(ipAddress: url.host, port: url.port) {
+            channel = try await bootstrap.connect(to: address).get()
+        } else {
+            channel = try await bootstrap.connect(host: url.host, port: url.port).get()
+        }
+        let connection = RedisConnection(channel: channel, commandTimeout: commandTimeout)
+        do {
+            if let password = url.password {
+                _ = try await connection.send(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password])
+            }
+            if url.database != 0 { _ = try await connection.send(["SELECT", String(url.database)]) }
+        } catch {
+            await connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    /// Sends one command and waits for its reply; a RESP error reply throws ``ServerError``.
+    public func send(_ arguments: [String]) async throws -> RESPValue {
+        let reply = try await self.sendRaw(arguments.map { ByteBuffer(string: $0) })
+        if case .error(let message) = reply { throw ServerError(message: message) }
+        return reply
+    }
+
+    /// Sends one command given as byte buffers.
+    public func sendRaw(_ arguments: [ByteBuffer]) async throws -> RESPValue {
+        let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
+        let command = RESPClientHandler.Command(arguments: arguments, promise: promise, timeout: self.commandTimeout)
+        self.channel.writeAndFlush(command, promise: nil)
+        return try await promise.futureResult.get()
+    }
+
+    public var isActive: Bool { self.channel.isActive }
+
+    public func close() async {
+        try? await self.channel.close()
+    }
+}
+
+/// Encodes commands, decodes replies with hiredis, and completes waiting commands in order.
+final class RESPClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Command
+    typealias OutboundOut = ByteBuffer
+
+    struct Command: Sendable {
+        let arguments: [ByteBuffer]
+        let promise: EventLoopPromise<RESPValue>
+        let timeout: TimeAmount
+    }
+
+    private let reader = RESPReader()
+    private var waiting = CircularBuffer<(promise: EventLoopPromise<RESPValue>, deadline: Scheduled<Void>?)>()
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let command = Self.unwrapOutboundIn(data)
+        guard context.channel.isActive else {
+            command.promise.fail(RedisConnection.ConnectionError(message: "connection closed"))
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        RESPEncoder.encode(command.arguments, into: &buffer)
+        let channel = context.channel
+        let timer = context.eventLoop.scheduleTask(in: command.timeout) {
+            channel.close(promise: nil)  // no reply in time: treat Redis as gone
+        }
+        self.waiting.append((command.promise, timer))
+        context.write(Self.wrapOutboundOut(buffer), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        do {
+            try self.reader.feed(Self.unwrapInboundIn(data))
+            while let reply = try self.reader.next() {
+                guard let waiter = self.waiting.popFirst() else { continue }
+                waiter.deadline?.cancel()
+                waiter.promise.succeed(reply)
+            }
+        } catch {
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        while let waiter = self.waiting.popFirst() {
+            waiter.deadline?.cancel()
+            waiter.promise.fail(RedisConnection.ConnectionError(message: "connection to Redis closed"))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
