@@ -379,3 +379,60 @@ final class ManagedStop: Sendable {
     var isSet: Bool { self.box.withLockedValue { $0 } }
     func set() { self.box.withLockedValue { $0 = true } }
 }
+
+@Suite(.serialized) struct RollingRestartTests {
+    /// Restart every backend in turn while clients keep sending: retries and the hold queue mean no request
+    /// fails, which is the rolling deploy the README walks through.
+    @Test func aRollingRestartLosesNoRequest() async throws {
+        let ports = [try freeLoopbackPort(), try freeLoopbackPort()]
+        var backends = [
+            try await TestBackend.start(name: "a", port: ports[0]),
+            try await TestBackend.start(name: "b", port: ports[1]),
+        ]
+        let yaml = """
+            listeners: [{ address: "LISTEN" }]
+            admin: { address: "ADMIN" }
+            routes: [{ pool: web }]
+            pools:
+              web:
+                retries: 1
+                health: { path: /healthz, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }
+                hold: { timeout: 10s, max_queued: 1000 }
+                backends: [{ address: "127.0.0.1:\(ports[0])", id: a }, { address: "127.0.0.1:\(ports[1])", id: b }]
+            """
+        try await withRuntime(yaml) { portico in
+            let stop = ManagedStop()
+            let load = Task {
+                var failures = 0
+                var total = 0
+                while !stop.isSet {
+                    if (try? await HTTPTestClient.request(port: portico.port, .GET, "/deploy"))?.status != 200 {
+                        failures += 1
+                    }
+                    total += 1
+                }
+                return (total, failures)
+            }
+            for index in 0..<2 {
+                // The deploy drains the backend, stops it, starts the new version, and enables it again.
+                _ = try await portico.admin("POST", "/pools/web/backends/\(index == 0 ? "a" : "b")/drain")
+                try await Task.sleep(for: .milliseconds(100))
+                await backends[index].stop()
+                try await Task.sleep(for: .milliseconds(200))
+                backends[index] = try await TestBackend.start(name: index == 0 ? "a2" : "b2", port: ports[index])
+                _ = try await portico.admin("POST", "/pools/web/backends/\(index == 0 ? "a" : "b")/enable")
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            // And a restart with no drain at all: the health check and retries cover it.
+            await backends[0].stop()
+            try await Task.sleep(for: .milliseconds(300))
+            backends[0] = try await TestBackend.start(name: "a3", port: ports[0])
+            try await Task.sleep(for: .milliseconds(300))
+            stop.set()
+            let (total, failures) = await load.value
+            #expect(failures == 0)
+            #expect(total > 20)
+        }
+        for backend in backends { await backend.stop() }
+    }
+}
