@@ -13,6 +13,7 @@ let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package
 let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
 let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
 
 let package = Package(
     name: "portico",
@@ -33,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
@@ -50,7 +52,8 @@ let package = Package(
             dependencies: [
                 "PorticoConfig", "PorticoRouting", "PorticoBalancing", "PorticoRESP",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"), logging, lifecycle,
-                metrics, prometheus, .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                metrics, prometheus, .product(name: "UnixSignals", package: "swift-service-lifecycle"), nioSSL,
+                nio("NIOTLS"),
             ],
             swiftSettings: settings
         ),
@@ -77,7 +80,9 @@ let package = Package(
         // test support (not a product)
         .target(
             name: "PorticoTestSupport",
-            dependencies: ["PorticoRESP", nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket")],
+            dependencies: [
+                "PorticoRESP", nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket"), nioSSL,
+            ],
             swiftSettings: settings
         ),
         .executableTarget(
@@ -102,6 +107,7 @@ let package = Package(
             dependencies: [
                 "PorticoProxy", "PorticoConfig", "PorticoBalancing", "PorticoRESP", "PorticoTestSupport",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOEmbedded"), logging, metrics, prometheus,
+                nioSSL,
             ],
             swiftSettings: settings
         ),

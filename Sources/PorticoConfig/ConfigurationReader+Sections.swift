@@ -50,18 +50,41 @@ extension ConfigurationReader {
 
     mutating func listener(_ node: Node, at path: String) -> ListenerConfiguration? {
         guard let map = self.mapping(node, at: path, allowed: ["address", "tls", "redirect_https"]) else { return nil }
-        if let tls = map["tls"] {
-            self.fail(join(path, "tls"), tls, "TLS termination is not available in this build yet")
-        }
-        if let redirect = map["redirect_https"] {
-            self.fail(join(path, "redirect_https"), redirect, "redirect_https is not available in this build yet")
-        }
         guard
             let address = self.required(map, "address", at: path, node: node).flatMap({
                 self.hostPort($0, at: join(path, "address"))
             })
         else { return nil }
-        return ListenerConfiguration(address: address)
+        var listener = ListenerConfiguration(address: address)
+        if let n = map["redirect_https"], let v = self.bool(n, at: join(path, "redirect_https")) {
+            listener.redirectHTTPS = v
+        }
+        if let n = map["tls"] {
+            let tlsPath = join(path, "tls")
+            if let m = self.mapping(n, at: tlsPath, allowed: ["certificates"]),
+                let list = self.required(m, "certificates", at: tlsPath, node: n),
+                let items = self.sequence(list, at: join(tlsPath, "certificates"))
+            {
+                var certificates: [ListenerTLSConfiguration.Certificate] = []
+                for (index, item) in items.enumerated() {
+                    let itemPath = "\(join(tlsPath, "certificates"))[\(index)]"
+                    guard let pair = self.mapping(item, at: itemPath, allowed: ["cert", "key"]),
+                        let cert = self.required(pair, "cert", at: itemPath, node: item).flatMap({
+                            self.string($0, at: join(itemPath, "cert"))
+                        }),
+                        let key = self.required(pair, "key", at: itemPath, node: item).flatMap({
+                            self.string($0, at: join(itemPath, "key"))
+                        })
+                    else { continue }
+                    certificates.append(.init(cert: cert, key: key))
+                }
+                if certificates.isEmpty {
+                    self.fail(join(tlsPath, "certificates"), list, "name at least one certificate")
+                }
+                listener.tls = ListenerTLSConfiguration(certificates: certificates)
+            }
+        }
+        return listener
     }
 
     mutating func admin(_ node: Node, at path: String) -> AdminConfiguration? {
@@ -111,7 +134,7 @@ extension ConfigurationReader {
     }
 
     mutating func route(_ node: Node, at path: String) -> RouteConfiguration? {
-        let keys = ["match", "pool", "strip_prefix", "preserve_host", "websocket"]
+        let keys = ["match", "pool", "strip_prefix", "preserve_host", "websocket", "hsts"]
         guard let map = self.mapping(node, at: path, allowed: keys) else { return nil }
         guard
             let pool = self.required(map, "pool", at: path, node: node).flatMap({
@@ -177,6 +200,22 @@ extension ConfigurationReader {
         if let n = map["websocket"] {
             route.websocket = self.websocket(n, at: join(path, "websocket"))
         }
+        if let n = map["hsts"], let text = self.string(n, at: join(path, "hsts")) {
+            switch text {
+            case "true", "yes", "on": route.hsts = "max-age=31536000"
+            case "false", "no", "off": route.hsts = nil
+            default:
+                if text.hasPrefix("max-age=") {
+                    route.hsts = text
+                } else {
+                    self.fail(
+                        join(path, "hsts"),
+                        n,
+                        "expected true, false or a header value such as \"max-age=63072000; includeSubDomains\""
+                    )
+                }
+            }
+        }
         return route
     }
 
@@ -205,7 +244,7 @@ extension ConfigurationReader {
     mutating func pool(_ node: Node, name: String, at path: String) -> PoolConfiguration? {
         let keys = [
             "policy", "hash_key", "bounded_load", "sticky_cookie", "backends", "discovery", "health", "passive",
-            "hold", "retries", "connect_timeout", "response_timeout", "drain_timeout",
+            "hold", "retries", "connect_timeout", "response_timeout", "drain_timeout", "tls",
         ]
         guard let map = self.mapping(node, at: path, allowed: keys) else { return nil }
         var pool = PoolConfiguration(name: name)
@@ -265,6 +304,16 @@ extension ConfigurationReader {
             }
         }
         if let n = map["retries"], let v = self.int(n, at: join(path, "retries"), in: 0...10) { pool.retries = v }
+        if let n = map["tls"] {
+            let p = join(path, "tls")
+            if let m = self.mapping(n, at: p, allowed: ["ca", "server_name", "verify"]) {
+                var tls = UpstreamTLSConfiguration()
+                tls.ca = m["ca"].flatMap { self.string($0, at: join(p, "ca")) }
+                tls.serverName = m["server_name"].flatMap { self.string($0, at: join(p, "server_name")) }
+                if let v = m["verify"].flatMap({ self.bool($0, at: join(p, "verify")) }) { tls.verify = v }
+                pool.tls = tls
+            }
+        }
         if let n = map["connect_timeout"], let v = self.positiveDuration(n, at: join(path, "connect_timeout")) {
             pool.connectTimeout = v
         }

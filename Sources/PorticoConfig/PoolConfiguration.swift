@@ -31,6 +31,8 @@ public struct PoolConfiguration: Sendable, Equatable {
     public var stickyCookie: String?
     public var backends: [BackendConfiguration] = []
     public var discovery: DiscoveryConfiguration?
+    /// TLS to the backends, or `nil` for plain HTTP.
+    public var tls: UpstreamTLSConfiguration?
     public var health: HealthConfiguration?
     public var passive: PassiveHealthConfiguration?
     public var hold: HoldConfiguration?

@@ -56,7 +56,25 @@ extension PorticoConfiguration {
         guard let text = readTextFile(path) else {
             throw ConfigurationErrors([ConfigurationError(path: "", message: "cannot read \(path)")])
         }
-        return try self.load(yaml: text, environment: environment)
+        var configuration = try self.load(yaml: text, environment: environment)
+        configuration.resolvePaths(relativeTo: directory(of: path))
+        return configuration
+    }
+
+    /// Makes relative certificate and CA paths relative to `base` (the configuration file's directory).
+    mutating func resolvePaths(relativeTo base: String) {
+        func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : base + "/" + path }
+        for index in self.listeners.indices {
+            guard var tls = self.listeners[index].tls else { continue }
+            for pair in tls.certificates.indices {
+                tls.certificates[pair].cert = resolve(tls.certificates[pair].cert)
+                tls.certificates[pair].key = resolve(tls.certificates[pair].key)
+            }
+            self.listeners[index].tls = tls
+        }
+        for index in self.pools.indices {
+            if let ca = self.pools[index].tls?.ca { self.pools[index].tls?.ca = resolve(ca) }
+        }
     }
 }
 
@@ -74,6 +92,11 @@ public enum ProcessEnvironment {
         }
         return result
     }
+}
+
+private func directory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
 }
 
 private func readTextFile(_ path: String) -> String? {

@@ -20,6 +20,14 @@ extension PorticoConfiguration {
             fail("admin.address", "\(admin.address) is also a listener")
         }
 
+        let hasTLSListener = self.listeners.contains { $0.tls != nil }
+        for (index, listener) in self.listeners.enumerated() where listener.redirectHTTPS {
+            if listener.tls != nil {
+                fail("listeners[\(index)].redirect_https", "redirect_https belongs on a plain listener, not a TLS one")
+            } else if !hasTLSListener {
+                fail("listeners[\(index)].redirect_https", "there is no TLS listener to redirect to")
+            }
+        }
         if self.routes.isEmpty { fail("routes", "at least one route is required") }
         let poolNames = Set(self.pools.map(\.name))
         for (index, route) in self.routes.enumerated() where !poolNames.contains(route.pool) {

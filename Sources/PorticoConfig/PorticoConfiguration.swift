@@ -42,11 +42,56 @@ public struct PorticoConfiguration: Sendable, Equatable {
 public struct ListenerConfiguration: Sendable, Equatable {
     /// Where to listen.
     public var address: HostPort
+    /// TLS termination on this listener, or `nil` for plain HTTP.
+    public var tls: ListenerTLSConfiguration?
+    /// On a plain listener: answer every request with 308 to the same URL over https.
+    public var redirectHTTPS: Bool
 
     /// - Parameters:
     ///   - address: where to listen.
-    public init(address: HostPort) {
+    ///   - tls: certificates, for an https listener.
+    ///   - redirectHTTPS: on a plain listener, redirect everything to https. Default false.
+    public init(address: HostPort, tls: ListenerTLSConfiguration? = nil, redirectHTTPS: Bool = false) {
         self.address = address
+        self.tls = tls
+        self.redirectHTTPS = redirectHTTPS
+    }
+}
+
+/// TLS on a listener: certificates chosen by SNI, by the names in each certificate.
+public struct ListenerTLSConfiguration: Sendable, Equatable {
+    /// A PEM certificate chain and its private key.
+    public struct Certificate: Sendable, Equatable {
+        public var cert: String
+        public var key: String
+
+        public init(cert: String, key: String) {
+            self.cert = cert
+            self.key = key
+        }
+    }
+
+    /// The first is the default for clients that send no SNI or an unknown name.
+    public var certificates: [Certificate]
+
+    public init(certificates: [Certificate]) {
+        self.certificates = certificates
+    }
+}
+
+/// TLS from Portico to a pool's backends.
+public struct UpstreamTLSConfiguration: Sendable, Equatable {
+    /// PEM file of the CAs to trust; `nil` for the system's.
+    public var ca: String?
+    /// SNI and the name to verify; default the backend's host.
+    public var serverName: String?
+    /// Verify the backend's certificate (default true).
+    public var verify: Bool = true
+
+    public init(ca: String? = nil, serverName: String? = nil, verify: Bool = true) {
+        self.ca = ca
+        self.serverName = serverName
+        self.verify = verify
     }
 }
 

@@ -34,6 +34,8 @@ public struct RouteConfiguration: Sendable, Equatable {
     public var preserveHost: Bool
     /// WebSocket rules for this route, if any.
     public var websocket: WebSocketConfiguration?
+    /// `Strict-Transport-Security` value added to responses served over TLS, if any.
+    public var hsts: String?
 
     public init(
         host: String? = nil,

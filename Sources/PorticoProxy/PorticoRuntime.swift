@@ -25,6 +25,7 @@ public final class PorticoRuntime: Sendable {
     ///   - accessLogger: one line per request.
     ///   - registry: the Prometheus registry `GET /metrics` emits.
     ///   - version: shown by the admin API.
+    /// - Throws: ``ConfigurationErrors`` when the TLS material the configuration names cannot be used.
     public init(
         configuration: PorticoConfiguration,
         path: String?,
@@ -34,8 +35,8 @@ public final class PorticoRuntime: Sendable {
         registry: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry,
         resolver: any NameResolver = SystemResolver(),
         version: String
-    ) {
-        let store = ConfigStore(ProxySnapshot(configuration: configuration))
+    ) throws(ConfigurationErrors) {
+        let store = ConfigStore(try ProxySnapshot(configuration: configuration))
         let server = ProxyServer(store: store, group: group, logger: logger, accessLogger: accessLogger)
         let reloader = ConfigReloader(path: path, store: store, server: server, logger: logger)
         self.store = store

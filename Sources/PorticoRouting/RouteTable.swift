@@ -34,6 +34,8 @@ public struct Route: Sendable {
     public let stripPrefix: String?
     public let preserveHost: Bool
     public let websocket: WebSocketConfiguration?
+    /// `Strict-Transport-Security` for responses over TLS.
+    public let hsts: String?
     let matcher: RouteMatcher
 
     init(index: Int, configuration: RouteConfiguration) {
@@ -42,6 +44,7 @@ public struct Route: Sendable {
         self.stripPrefix = configuration.stripPrefix
         self.preserveHost = configuration.preserveHost
         self.websocket = configuration.websocket
+        self.hsts = configuration.hsts
         self.matcher = RouteMatcher(configuration)
     }
 

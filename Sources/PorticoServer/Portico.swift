@@ -77,12 +77,17 @@ struct Check: ParsableCommand {
     var config: String = "portico.yml"
 
     func run() throws {
-        do {
+        do throws(ConfigurationErrors) {
             let configuration = try PorticoConfiguration.load(path: self.config)
+            let tlsErrors = configuration.checkTLSMaterial()
+            guard tlsErrors.isEmpty else { throw ConfigurationErrors(tlsErrors) }
             print("configuration OK")
             for note in configuration.settingsNotYetEnforced { printError("warning: \(note)") }
         } catch {
-            for problem in error.errors { printError("\(self.config):\(problem)") }
+            for problem in error.errors {
+                // Problems inside the file have a line; problems with files it names do not.
+                printError(problem.line == nil ? "\(self.config): \(problem)" : "\(self.config):\(problem)")
+            }
             throw ExitCode(1)
         }
     }
@@ -166,14 +171,21 @@ func serve(_ configuration: PorticoConfiguration, path: String? = nil) async thr
     MetricsSystem.bootstrap(PrometheusMetricsFactory())
     let threads = configuration.workers ?? System.coreCount
     let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-    let runtime = PorticoRuntime(
-        configuration: configuration,
-        path: path,
-        group: group,
-        logger: logger,
-        accessLogger: Logger(label: "portico.access"),
-        version: PorticoVersion.current
-    )
+    let runtime: PorticoRuntime
+    do {
+        runtime = try PorticoRuntime(
+            configuration: configuration,
+            path: path,
+            group: group,
+            logger: logger,
+            accessLogger: Logger(label: "portico.access"),
+            version: PorticoVersion.current
+        )
+    } catch {
+        printError("configuration errors:\n\(error)")
+        try? await group.shutdownGracefully()
+        throw ExitCode(1)
+    }
     let services = ServiceGroup(
         configuration: ServiceGroupConfiguration(
             services: runtime.services.map { .init(service: $0) },

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A keep-alive HTTP/1.1 client over one connection, for integration tests.
 public final class HTTPTestClient: Sendable {
@@ -21,11 +22,12 @@ public final class HTTPTestClient: Sendable {
     }
 
     /// Opens a connection to `127.0.0.1:port`.
-    public static func connect(port: Int) async throws -> HTTPTestClient {
+    public static func connect(port: Int, tls: TestTLS? = nil) async throws -> HTTPTestClient {
         let group = MultiThreadedEventLoopGroup.singleton
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.makeHandler()) }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(ResponseCollector())
                 }
@@ -82,6 +84,11 @@ public final class HTTPTestClient: Sendable {
     }
 
     public var isActive: Bool { self.channel.isActive }
+
+    /// The certificate the server presented (TLS connections only).
+    public func peerCertificate() async throws -> NIOSSLCertificate? {
+        try await self.channel.nioSSL_peerCertificate().get()
+    }
 
     public func close() async {
         try? await self.channel.close()

@@ -42,7 +42,8 @@ public final class WebSocketTestClient: Sendable {
         port: Int,
         path: String = "/ws",
         headers: [(String, String)] = [],
-        early: ByteBuffer? = nil
+        early: ByteBuffer? = nil,
+        tls: TestTLS? = nil
     ) async throws -> WebSocketTestClient {
         let inbox = Inbox()
         let group = MultiThreadedEventLoopGroup.singleton
@@ -51,6 +52,7 @@ public final class WebSocketTestClient: Sendable {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.makeHandler()) }
                     try channel.pipeline.syncOperations.addHandler(
                         WebSocketClientHandler(handshake: handshake, inbox: inbox)
                     )

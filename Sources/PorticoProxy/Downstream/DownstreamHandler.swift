@@ -23,6 +23,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private let accessLog: AccessLog
     private let metrics: LoopMetrics
     private let scheme: String
+    /// On a plain listener with `redirect_https`: the https port to send every request to.
+    private let redirectHTTPSPort: Int?
     private var context: ChannelHandlerContext?
     private var downstreamIP: String?
 
@@ -49,8 +51,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         timeouts: DownstreamTimeoutHandler?,
         accessLog: AccessLog,
         metrics: LoopMetrics = LoopMetrics(),
-        scheme: String = "http"
+        scheme: String = "http",
+        redirectHTTPSPort: Int? = nil
     ) {
+        self.redirectHTTPSPort = redirectHTTPSPort
         self.metrics = metrics
         self.store = store
         self.snapshot = store.snapshot
@@ -192,6 +196,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         if self.store.generation != self.snapshot.generation { self.snapshot = self.store.snapshot }
         let limits = self.snapshot.configuration.limits
+        if let port = self.redirectHTTPSPort {
+            self.redirectToHTTPS(head, port: port, context: context)
+            return
+        }
         let framing: RequestFraming
         switch RequestInspection.inspect(head, limits: limits) {
         case .failure(let rejection):
@@ -299,12 +307,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
 
         // A WebSocket handshake gets a connection of its own: the connection becomes the tunnel, and some
         // servers only upgrade the first request of a connection.
-        if !exchange.isWebSocket, let handler = self.upstreams.lease(backend) {
+        if !exchange.isWebSocket, let handler = self.upstreams.lease(backend, tls: pool.tls != nil) {
             self.attach(handler, to: exchange, reused: true)
             return
         }
         let timeout = TimeAmount.milliseconds(exchange.pool.configuration.connectTimeout.milliseconds)
-        self.upstreams.connect(backend, timeout: timeout).hop(to: self.upstreams.eventLoop)
+        self.upstreams.connect(backend, timeout: timeout, tls: pool.tls).hop(to: self.upstreams.eventLoop)
             .assumeIsolated().whenComplete { result in
                 guard self.exchange === exchange, exchange.backend == backend else {
                     if case .success(let channel) = result { channel.close(promise: nil) }
@@ -493,6 +501,32 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         self.writeLocalResponse(status, version: head.version, closing: closing, context: context)
     }
 
+    /// 308 to the same URL over https (the method and body are kept by the client, unlike 301).
+    private func redirectToHTTPS(_ head: HTTPRequestHead, port: Int, context: ChannelHandlerContext) {
+        var host = head.headers.first(name: "host") ?? ""
+        if !host.hasPrefix("["), let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
+        if let close = host.lastIndex(of: "]") { host = String(host[...close]) }
+        guard !host.isEmpty else {
+            self.isClosing = true
+            self.writeLocalResponse(.badRequest, version: head.version, closing: true, context: context)
+            return
+        }
+        let location = "https://\(host)\(port == 443 ? "" : ":\(port)")\(head.uri.hasPrefix("/") ? head.uri : "/")"
+        self.accessLog.rejected(head, status: 308, reason: "redirect to https", downstreamIP: self.downstreamIP)
+        let closing = self.prepareToDropBody(
+            requestEnded: false,
+            framing: .none,
+            keepAlive: head.isKeepAlive && !head.stopsTheParser
+        )
+        self.writeLocalResponse(
+            .permanentRedirect,
+            version: head.version,
+            closing: closing,
+            extraHeaders: [("location", location)],
+            context: context
+        )
+    }
+
     /// After a local answer the rest of the request body is read and dropped when small, else the
     /// connection closes rather than read a large upload nobody wants.
     private func prepareToDropBody(requestEnded: Bool, framing: RequestFraming, keepAlive: Bool) -> Bool {
@@ -572,6 +606,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                     requestID: exchange.requestID
                 )
                 self.addStickyCookie(to: &downstreamHead, exchange: exchange)
+                if self.scheme == "https", let hsts = exchange.route.hsts,
+                    !downstreamHead.headers.contains(name: "strict-transport-security")
+                {
+                    downstreamHead.headers.add(name: "strict-transport-security", value: hsts)
+                }
                 self.responseInProgress = true
                 context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
                 return
@@ -604,6 +643,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 requestID: exchange.requestID
             )
             self.addStickyCookie(to: &downstreamHead, exchange: exchange)
+            if self.scheme == "https", let hsts = exchange.route.hsts,
+                !downstreamHead.headers.contains(name: "strict-transport-security")
+            {
+                downstreamHead.headers.add(name: "strict-transport-security", value: hsts)
+            }
             self.responseInProgress = true
             context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
         case .body(let buffer):
@@ -656,31 +700,29 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             let upstreamPipeline = upstreamChannel.pipeline.syncOperations
             try downstreamPipeline.addHandler(down)
             try upstreamPipeline.addHandler(up)
-            try downstreamPipeline.removeHandler(
-                context: downstreamPipeline.context(handlerType: DownstreamTimeoutHandler.self)
+            func remove(_ pipeline: ChannelPipeline.SynchronousOperations, _ handler: ChannelHandlerContext) {
+                pipeline.removeHandler(context: handler, promise: nil)
+            }
+            remove(downstreamPipeline, try downstreamPipeline.context(handlerType: DownstreamTimeoutHandler.self))
+            remove(downstreamPipeline, try downstreamPipeline.context(handlerType: HTTPServerPipelineHandler.self))
+            remove(
+                downstreamPipeline,
+                try downstreamPipeline.context(handlerType: NIOHTTPResponseHeadersValidator.self)
             )
-            try downstreamPipeline.removeHandler(
-                context: downstreamPipeline.context(handlerType: HTTPServerPipelineHandler.self)
-            )
-            try downstreamPipeline.removeHandler(
-                context: downstreamPipeline.context(handlerType: NIOHTTPResponseHeadersValidator.self)
-            )
-            try downstreamPipeline.removeHandler(
-                context: downstreamPipeline.context(handlerType: HTTPResponseEncoder.self)
-            )
-            try upstreamPipeline.removeHandler(context: upstreamPipeline.context(handlerType: UpstreamHandler.self))
-            try upstreamPipeline.removeHandler(
-                context: upstreamPipeline.context(handlerType: NIOHTTPRequestHeadersValidator.self)
-            )
-            try upstreamPipeline.removeHandler(context: upstreamPipeline.context(handlerType: HTTPRequestEncoder.self))
+            remove(downstreamPipeline, try downstreamPipeline.context(handlerType: HTTPResponseEncoder.self))
+            remove(upstreamPipeline, try upstreamPipeline.context(handlerType: UpstreamHandler.self))
+            remove(upstreamPipeline, try upstreamPipeline.context(handlerType: NIOHTTPRequestHeadersValidator.self))
+            remove(upstreamPipeline, try upstreamPipeline.context(handlerType: HTTPRequestEncoder.self))
             session.start()
             // Removing the decoders hands over whatever they hold past the handshake, as plain bytes.
-            try upstreamPipeline.removeHandler(
-                context: upstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self)
+            remove(
+                upstreamPipeline,
+                try upstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self)
             )
-            try downstreamPipeline.removeHandler(context: context)  // this handler: before the decoder hands over bytes
-            try downstreamPipeline.removeHandler(
-                context: downstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            remove(downstreamPipeline, context)  // this handler: before the decoder hands over bytes
+            remove(
+                downstreamPipeline,
+                try downstreamPipeline.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
             )
             try? downstreamChannel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
             try? upstreamChannel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
@@ -753,6 +795,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         _ status: HTTPResponseStatus,
         version: HTTPVersion,
         closing: Bool,
+        extraHeaders: [(String, String)] = [],
         context: ChannelHandlerContext
     ) {
         let text = "\(status.code) \(status.reasonPhrase)\n"
@@ -765,6 +808,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             headers.add(name: "connection", value: "keep-alive")
         }
         if status == .serviceUnavailable { headers.add(name: "retry-after", value: "1") }
+        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         let responseVersion: HTTPVersion = version.major == 1 && version.minor == 0 ? .http1_0 : .http1_1
         context.write(
             Self.wrapOutboundOut(.head(HTTPResponseHead(version: responseVersion, status: status, headers: headers))),

@@ -3,6 +3,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import PorticoBalancing
 import PorticoConfig
 import ServiceLifecycle
@@ -133,6 +135,10 @@ public final class ProxyServer: Service, Sendable {
     }
 
     private func bind(_ listener: ListenerConfiguration) async throws -> any Channel {
+        // A plain listener with redirect_https sends clients to the first TLS listener's port.
+        let redirectPort: Int? =
+            listener.redirectHTTPS
+            ? self.store.snapshot.configuration.listeners.first { $0.tls != nil }?.address.port : nil
         let store = self.store
         let upstreams = self.upstreams
         let connections = self.connections
@@ -171,6 +177,25 @@ public final class ProxyServer: Service, Sendable {
                         idleTimeout: .milliseconds(limits.idleTimeout.milliseconds)
                     )
                     let sync = channel.pipeline.syncOperations
+                    let tls = snapshot.listenerTLS[listener.address]
+                    if let tls {
+                        // Read the ClientHello's SNI, then put the TLS handler for that name right behind it.
+                        let sni = ByteToMessageHandler(
+                            SNIHandler { result in
+                                var name: String?
+                                if case .hostname(let hostname) = result { name = hostname }
+                                return channel.eventLoop.makeCompletedFuture {
+                                    let sync = channel.pipeline.syncOperations
+                                    let sniContext = try sync.context(name: "portico.sni")
+                                    try sync.addHandler(
+                                        NIOSSLServerHandler(context: tls.context(for: name)),
+                                        position: .after(sniContext.handler)
+                                    )
+                                }
+                            }
+                        )
+                        try sync.addHandler(sni, name: "portico.sni")
+                    }
                     try sync.addHandler(timeouts)
                     // An upgrade configuration without upgraders: NIO then builds the request decoder with
                     // `.forwardBytes`, so bytes a client sends after its WebSocket handshake reach the tunnel
@@ -187,7 +212,9 @@ public final class ProxyServer: Service, Sendable {
                             upstreams: upstreams.pool(for: channel.eventLoop),
                             timeouts: timeouts,
                             accessLog: accessLog,
-                            metrics: upstreams.metrics(for: channel.eventLoop)
+                            metrics: upstreams.metrics(for: channel.eventLoop),
+                            scheme: tls == nil ? "http" : "https",
+                            redirectHTTPSPort: redirectPort
                         )
                     )
                 }

@@ -96,6 +96,13 @@ public actor ConfigReloader {
     /// Installs an already validated configuration, plus what discovery found.
     public func install(_ base: PorticoConfiguration) async throws(Failure) -> Int {
         let configuration = self.merged(base)
+        let tlsErrors = configuration.checkTLSMaterial()
+        guard tlsErrors.isEmpty else {
+            ProxyMetrics.reload(succeeded: false)
+            let errors = ConfigurationErrors(tlsErrors)
+            self.logger.error("reload refused: TLS material", metadata: ["portico.errors": "\(errors)"])
+            throw Failure(message: "\(errors)")
+        }
         do {
             try await self.server.reconcileListeners(configuration.listeners)
         } catch {
@@ -105,7 +112,13 @@ public actor ConfigReloader {
         }
         // Read after the await: the actor may have installed another snapshot meanwhile.
         let old = self.store.snapshot
-        let next = ProxySnapshot(configuration: configuration, generation: old.generation + 1, runtime: old.runtime)
+        let next: ProxySnapshot
+        do {
+            next = try ProxySnapshot(configuration: configuration, generation: old.generation + 1, runtime: old.runtime)
+        } catch {
+            ProxyMetrics.reload(succeeded: false)
+            throw Failure(message: "\(error)")
+        }
         let kept = Set(next.pools.values.flatMap { $0.states.map(ObjectIdentifier.init) })
         for pool in next.pools.values { for state in pool.states { state.restoreIfRemoved() } }
         self.store.install(next)

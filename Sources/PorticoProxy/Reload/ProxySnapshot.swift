@@ -13,21 +13,42 @@ public final class ProxySnapshot: Sendable {
     public let pools: [String: BackendPool]
 
     public let runtime: RuntimeState
+    /// TLS contexts of the TLS listeners, by address.
+    let listenerTLS: [HostPort: ServerTLS]
 
+    /// Builds the snapshot, loading every certificate and key the configuration names.
+    ///
     /// - Parameters:
     ///   - configuration: a validated configuration.
     ///   - generation: increases with every reload.
     ///   - runtime: state that carries over from earlier snapshots (health, counters, held requests).
-    public init(configuration: PorticoConfiguration, generation: Int = 1, runtime: RuntimeState = RuntimeState()) {
+    /// - Throws: ``ConfigurationErrors`` when TLS files are unreadable, mismatched or expired.
+    public init(
+        configuration: PorticoConfiguration,
+        generation: Int = 1,
+        runtime: RuntimeState = RuntimeState()
+    ) throws(ConfigurationErrors) {
+        let tlsErrors = configuration.checkTLSMaterial()
+        guard tlsErrors.isEmpty else { throw ConfigurationErrors(tlsErrors) }
+        var listenerTLS: [HostPort: ServerTLS] = [:]
+        for (index, listener) in configuration.listeners.enumerated() {
+            if let tls = listener.tls {
+                listenerTLS[listener.address] = try ServerTLS.load(tls, path: "listeners[\(index)].tls")
+            }
+        }
+        var pools: [String: BackendPool] = [:]
+        for pool in configuration.pools {
+            let upstreamTLS = try pool.tls.map { tls throws(ConfigurationErrors) in
+                try UpstreamTLS.load(tls, path: "pools.\(pool.name).tls")
+            }
+            pools[pool.name] = BackendPool(configuration: pool, runtime: runtime, tls: upstreamTLS)
+        }
         self.generation = generation
         self.configuration = configuration
         self.runtime = runtime
         self.routes = RouteTable(configuration.routes)
-        self.pools = Dictionary(
-            uniqueKeysWithValues: configuration.pools.map {
-                ($0.name, BackendPool(configuration: $0, runtime: runtime))
-            }
-        )
+        self.pools = pools
+        self.listenerTLS = listenerTLS
     }
 }
 
@@ -49,7 +70,11 @@ public final class BackendPool: Sendable {
     /// Per backend index: most requests and tunnels at once, or `Int.max`.
     private let connectionLimits: [Int]
 
-    init(configuration: PoolConfiguration, runtime: RuntimeState) {
+    /// TLS to the backends, when the pool has a `tls` section.
+    let tls: UpstreamTLS?
+
+    init(configuration: PoolConfiguration, runtime: RuntimeState, tls: UpstreamTLS?) {
+        self.tls = tls
         self.name = configuration.name
         self.configuration = configuration
         self.backends = configuration.backends.enumerated().map { index, backend in

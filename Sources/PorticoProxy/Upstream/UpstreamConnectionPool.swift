@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import PorticoBalancing
 
 /// Keep-alive connections to backends, for one event loop. Touched only on that loop, so it takes no locks.
@@ -23,11 +24,13 @@ final class UpstreamConnectionPool {
         self.idleTimeout = idleTimeout
     }
 
-    static func key(_ backend: Backend) -> String { "\(backend.host):\(backend.port)" }
+    static func key(_ backend: Backend, tls: Bool = false) -> String {
+        "\(tls ? "tls:" : "")\(backend.host):\(backend.port)"
+    }
 
     /// An idle keep-alive connection to `backend`, if there is one.
-    func lease(_ backend: Backend) -> UpstreamHandler? {
-        let key = Self.key(backend)
+    func lease(_ backend: Backend, tls: Bool = false) -> UpstreamHandler? {
+        let key = Self.key(backend, tls: tls)
         while let handler = self.idle[key]?.popLast() {
             if handler.isActive { return handler }
         }
@@ -61,13 +64,19 @@ final class UpstreamConnectionPool {
     /// - Parameters:
     ///   - backend: where to connect.
     ///   - timeout: the connect timeout.
-    func connect(_ backend: Backend, timeout: TimeAmount) -> EventLoopFuture<any Channel> {
-        let key = Self.key(backend)
+    func connect(_ backend: Backend, timeout: TimeAmount, tls: UpstreamTLS? = nil) -> EventLoopFuture<any Channel> {
+        let key = Self.key(backend, tls: tls != nil)
+        let serverName = tls?.serverName ?? (SocketAddressCheck.isIPLiteral(backend.host) ? nil : backend.host)
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls.context, serverHostname: serverName)
+                        )
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler(backendKey: key))
                 }
@@ -124,5 +133,12 @@ final class UpstreamPools: Sendable {
         if let pool = self.pools[ObjectIdentifier(eventLoop)] { return pool.value }
         // A loop outside the group (an EmbeddedEventLoop in a test): a private pool is still correct.
         return UpstreamConnectionPool(eventLoop: eventLoop)
+    }
+}
+
+enum SocketAddressCheck {
+    /// IP literals are not valid SNI names.
+    static func isIPLiteral(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 }

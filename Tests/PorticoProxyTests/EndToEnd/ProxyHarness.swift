@@ -23,7 +23,7 @@ struct ProxyHarness {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var logger = Logger(label: "portico.test")
         logger.logLevel = .critical
-        let store = ConfigStore(ProxySnapshot(configuration: configuration))
+        let store = ConfigStore(try ProxySnapshot(configuration: configuration))
         let server = ProxyServer(store: store, group: group, logger: logger)
         let addresses = try await server.start()
         return ProxyHarness(server: server, store: store, group: group, port: addresses.first?.port ?? 0)

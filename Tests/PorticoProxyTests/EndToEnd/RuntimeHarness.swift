@@ -41,7 +41,7 @@ final class RuntimeHarness: Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var logger = Logger(label: "portico.test")
         logger.logLevel = .critical
-        self.runtime = PorticoRuntime(
+        self.runtime = try PorticoRuntime(
             configuration: configuration,
             path: self.path,
             group: self.group,
