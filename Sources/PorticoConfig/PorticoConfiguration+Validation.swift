@@ -64,13 +64,4 @@ extension PorticoConfiguration {
         }
         return errors
     }
-
-    /// Settings this build accepts and validates but does not act on yet, as key paths with a reason.
-    ///
-    /// `portico check` and `portico run` print them as warnings, so nobody believes a health check runs
-    /// when it does not.
-    public var settingsNotYetEnforced: [String] {
-        var notes: [String] = []
-        return notes
-    }
 }

@@ -82,7 +82,6 @@ struct Check: ParsableCommand {
             let tlsErrors = configuration.checkTLSMaterial()
             guard tlsErrors.isEmpty else { throw ConfigurationErrors(tlsErrors) }
             print("configuration OK")
-            for note in configuration.settingsNotYetEnforced { printError("warning: \(note)") }
         } catch {
             for problem in error.errors {
                 // Problems inside the file have a line; problems with files it names do not.
@@ -197,7 +196,6 @@ func serve(_ configuration: PorticoConfiguration, path: String? = nil) async thr
         "starting",
         metadata: ["portico.workers": "\(threads)", "portico.version": "\(PorticoVersion.current)"]
     )
-    for note in configuration.settingsNotYetEnforced { logger.warning("\(note)") }
     do {
         try await services.run()
     } catch {

@@ -82,7 +82,10 @@ public final class TestBackend: Sendable {
                         withServerUpgrade: (
                             upgraders: [upgrader],
                             completionHandler: { context in
-                                context.pipeline.syncOperations.removeHandler(http, promise: nil)
+                                let sync = context.pipeline.syncOperations
+                                if let http = try? sync.context(handlerType: TestBackendHandler.self) {
+                                    sync.removeHandler(context: http, promise: nil)
+                                }
                             }
                         )
                     )

@@ -36,7 +36,7 @@ public struct SystemResolver: NameResolver {
                     0,
                     NI_NUMERICHOST
                 )
-                let address = String(cString: text)
+                let address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 if !address.isEmpty && !addresses.contains(address) { addresses.append(address) }
                 cursor = entry.pointee.ai_next
             }
