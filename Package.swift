@@ -74,7 +74,7 @@ let package = Package(
         ),
         .target(
             name: "PorticoRelay",
-            dependencies: ["PorticoRESP", nio("NIOCore"), logging],
+            dependencies: ["PorticoRESP", nio("NIOCore"), nio("NIOConcurrencyHelpers"), logging, lifecycle],
             swiftSettings: settings
         ),
         // test support (not a product)
@@ -118,7 +118,9 @@ let package = Package(
         ),
         .testTarget(
             name: "PorticoRelayTests",
-            dependencies: ["PorticoRelay", nio("NIOCore")],
+            dependencies: [
+                "PorticoRelay", "PorticoRESP", "PorticoTestSupport", nio("NIOCore"), nio("NIOConcurrencyHelpers"),
+            ],
             swiftSettings: settings
         ),
     ]

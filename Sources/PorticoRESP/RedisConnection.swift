@@ -80,10 +80,16 @@ public final class RedisConnection: Sendable {
 
     /// Sends one command given as byte buffers.
     public func sendRaw(_ arguments: [ByteBuffer]) async throws -> RESPValue {
+        try await self.enqueue(arguments).get()
+    }
+
+    /// Writes one command now and returns its reply's future: many commands go out back to back (pipelined)
+    /// and their replies come back in the order they were written.
+    public func enqueue(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
         let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
         let command = RESPClientHandler.Command(arguments: arguments, promise: promise, timeout: self.commandTimeout)
         self.channel.writeAndFlush(command, promise: nil)
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
 
     public var isActive: Bool { self.channel.isActive }

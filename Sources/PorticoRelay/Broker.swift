@@ -11,23 +11,7 @@ public struct Room: Sendable, Hashable, CustomStringConvertible {
     public var description: String { self.name }
 }
 
-/// A message on its way between nodes: who sent it, to which room, and the payload bytes untouched.
-public struct Envelope: Sendable, Equatable {
-    /// The node that published it.
-    public var origin: String
-    public var room: Room
-    public var payload: ByteBuffer
-
-    public init(origin: String, room: Room, payload: ByteBuffer) {
-        self.origin = origin
-        self.room = room
-        self.payload = payload
-    }
-}
-
-/// Moves envelopes between nodes. Knows no sockets and no members: the relay does local fan-out above it.
-///
-/// The Redis implementation and the in-process default arrive with the relay issue; this is the contract.
+/// Moves envelopes between nodes. Knows no sockets and no members: the ``Relay`` does local fan-out above it.
 public protocol Broker: Sendable {
     /// Sends `envelope` to the other nodes subscribed to its room.
     func publish(_ envelope: Envelope) async throws
@@ -37,4 +21,11 @@ public protocol Broker: Sendable {
     func unsubscribe(_ room: Room) async throws
     /// Envelopes from other nodes, for every subscribed room.
     var inbound: AsyncStream<Envelope> { get }
+
+    /// Records how many local members this node has in `room` (for cluster-wide counts).
+    func setPresence(_ room: Room, members: Int) async
+    /// Members of `room` on every live node.
+    func presence(_ room: Room) async -> Int
+    /// Ids of the nodes alive now.
+    func liveNodes() async -> [String]
 }

@@ -17,18 +17,19 @@ public final class RedisServer: Sendable {
     public var url: RedisURL { RedisURL("redis://127.0.0.1:\(self.port)")! }
 
     /// Starts redis-server and waits until it answers PING.
-    public static func start() async throws -> RedisServer {
+    public static func start(port fixedPort: Int? = nil, extraArguments: [String] = []) async throws -> RedisServer {
         let executable = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first {
             FileManager.default.isExecutableFile(atPath: $0)
         }
         guard let executable else { throw RedisServerError.notInstalled }
         for _ in 0..<3 {
-            let port = try freeLoopbackPort()
+            let port = try fixedPort ?? freeLoopbackPort()
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = [
-                "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-            ]
+            process.arguments =
+                [
+                    "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+                ] + extraArguments
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

@@ -3,11 +3,23 @@ import PorticoRelay
 import Testing
 
 @Suite struct EnvelopeTests {
-    @Test func envelopesCompareByContent() {
-        let a = Envelope(origin: "chat-1", room: Room("lobby"), payload: ByteBuffer(string: "hi"))
-        let b = Envelope(origin: "chat-1", room: Room("lobby"), payload: ByteBuffer(string: "hi"))
-        #expect(a == b)
-        #expect(a != Envelope(origin: "chat-2", room: Room("lobby"), payload: ByteBuffer(string: "hi")))
-        #expect(Room("lobby").description == "lobby")
+    @Test func roundTrip() throws {
+        let envelope = Envelope(
+            origin: "chat-1",
+            epoch: 7,
+            sequence: 42,
+            room: Room("lobby"),
+            except: ["m-1", "m-2"],
+            payload: ByteBuffer(string: "{\"op\":\"message\"}")
+        )
+        let decoded = try #require(Envelope(decoding: envelope.encoded()))
+        #expect(decoded == envelope)
+    }
+
+    @Test func rejectsOtherVersionsAndTruncation() {
+        var bytes = Envelope(origin: "a", room: Room("r"), payload: ByteBuffer(string: "x")).encoded()
+        #expect(Envelope(decoding: bytes.getSlice(at: 0, length: bytes.readableBytes - 1)!) == nil)
+        bytes.setInteger(UInt8(9), at: 0)
+        #expect(Envelope(decoding: bytes) == nil)
     }
 }

@@ -1,0 +1,150 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A Redis connection in pub/sub mode: messages of subscribed channels go to `onMessage`; SUBSCRIBE and
+/// UNSUBSCRIBE wait for their confirmations.
+public final class RedisSubscriber: Sendable {
+    public typealias MessageHandler = @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
+
+    private let channel: any Channel
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    /// Connects and authenticates; the connection then only subscribes.
+    public static func connect(
+        to url: RedisURL,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        connectTimeout: TimeAmount = .seconds(2),
+        onMessage: @escaping MessageHandler
+    ) async throws -> RedisSubscriber {
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SubscriberHandler(onMessage: onMessage))
+                }
+            }
+        let channel: any Channel
+        if let address = try? SocketAddress(ipAddress: url.host, port: url.port) {
+            channel = try await bootstrap.connect(to: address).get()
+        } else {
+            channel = try await bootstrap.connect(host: url.host, port: url.port).get()
+        }
+        let subscriber = RedisSubscriber(channel: channel)
+        if let password = url.password {
+            do {
+                _ = try await subscriber.command(
+                    url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password],
+                    replies: 1
+                )
+            } catch {
+                await subscriber.close()
+                throw error
+            }
+        }
+        return subscriber
+    }
+
+    /// SUBSCRIBE to `channels`; returns once Redis confirmed every one.
+    public func subscribe(_ channels: [String]) async throws {
+        guard !channels.isEmpty else { return }
+        _ = try await self.command(["SUBSCRIBE"] + channels, replies: channels.count)
+    }
+
+    public func unsubscribe(_ channels: [String]) async throws {
+        guard !channels.isEmpty else { return }
+        _ = try await self.command(["UNSUBSCRIBE"] + channels, replies: channels.count)
+    }
+
+    private func command(_ arguments: [String], replies: Int) async throws -> [RESPValue] {
+        let promise = self.channel.eventLoop.makePromise(of: [RESPValue].self)
+        let command = SubscriberHandler.Command(
+            arguments: arguments.map { ByteBuffer(string: $0) },
+            replies: replies,
+            promise: promise
+        )
+        self.channel.writeAndFlush(command, promise: nil)
+        return try await promise.futureResult.get()
+    }
+
+    public var isActive: Bool { self.channel.isActive }
+
+    /// Completes when the connection closes.
+    public var closeFuture: EventLoopFuture<Void> { self.channel.closeFuture }
+
+    public func close() async {
+        try? await self.channel.close()
+    }
+}
+
+private final class SubscriberHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Command
+    typealias OutboundOut = ByteBuffer
+
+    struct Command: Sendable {
+        let arguments: [ByteBuffer]
+        let replies: Int
+        let promise: EventLoopPromise<[RESPValue]>
+    }
+
+    private let reader = RESPReader()
+    private let onMessage: RedisSubscriber.MessageHandler
+    private var waiting = CircularBuffer<
+        (remaining: Int, replies: [RESPValue], promise: EventLoopPromise<[RESPValue]>)
+    >()
+
+    init(onMessage: @escaping RedisSubscriber.MessageHandler) {
+        self.onMessage = onMessage
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let command = Self.unwrapOutboundIn(data)
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        RESPEncoder.encode(command.arguments, into: &buffer)
+        self.waiting.append((command.replies, [], command.promise))
+        context.write(Self.wrapOutboundOut(buffer), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        do {
+            try self.reader.feed(Self.unwrapInboundIn(data))
+            while let reply = try self.reader.next() {
+                // RESP2 pub/sub: ["message", channel, payload] is a push; anything else answers a command.
+                if case .array(let parts?) = reply, parts.count == 3, case .bulkString(let kind?) = parts[0],
+                    kind.readableBytes == 7, String(buffer: kind) == "message",
+                    case .bulkString(let channel?) = parts[1], case .bulkString(let payload?) = parts[2]
+                {
+                    self.onMessage(String(buffer: channel), payload)
+                    continue
+                }
+                guard var waiter = self.waiting.popFirst() else { continue }
+                waiter.replies.append(reply)
+                waiter.remaining -= 1
+                if case .error(let message) = reply {
+                    waiter.promise.fail(RedisConnection.ServerError(message: message))
+                } else if waiter.remaining > 0 {
+                    self.waiting.prepend(waiter)
+                } else {
+                    waiter.promise.succeed(waiter.replies)
+                }
+            }
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        while let waiter = self.waiting.popFirst() {
+            waiter.promise.fail(RedisConnection.ConnectionError(message: "connection to Redis closed"))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,91 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Links ``InProcessBroker``s in one process: the embedded default for a single node, and for tests.
+public final class InProcessHub: Sendable {
+    private let brokers = NIOLockedValueBox<[String: InProcessBroker]>([:])
+
+    public init() {}
+
+    /// A broker for node `node` on this hub.
+    public func broker(node: String) -> InProcessBroker {
+        let broker = InProcessBroker(node: node, hub: self)
+        self.brokers.withLockedValue { $0[node] = broker }
+        return broker
+    }
+
+    func deliver(_ envelope: Envelope) {
+        let brokers = self.brokers.withLockedValue { Array($0.values) }
+        for broker in brokers where broker.node != envelope.origin { broker.receive(envelope) }
+    }
+
+    func presence(_ room: Room) -> Int {
+        self.brokers.withLockedValue { $0.values.reduce(0) { $0 + $1.localPresence(room) } }
+    }
+
+    var nodes: [String] { self.brokers.withLockedValue { $0.keys.sorted() } }
+
+    func remove(_ node: String) {
+        _ = self.brokers.withLockedValue { $0.removeValue(forKey: node) }
+    }
+}
+
+/// A ``Broker`` that hands envelopes to the other brokers of its ``InProcessHub``.
+public final class InProcessBroker: Broker {
+    public let node: String
+    private let hub: InProcessHub
+    private let state = NIOLockedValueBox<(rooms: Set<Room>, presence: [Room: Int])>(([], [:]))
+    public let inbound: AsyncStream<Envelope>
+    private let continuation: AsyncStream<Envelope>.Continuation
+
+    init(node: String, hub: InProcessHub) {
+        self.node = node
+        self.hub = hub
+        (self.inbound, self.continuation) = AsyncStream.makeStream()
+    }
+
+    /// A single node with nobody to talk to.
+    public convenience init(node: String) {
+        let hub = InProcessHub()
+        self.init(node: node, hub: hub)
+    }
+
+    public func publish(_ envelope: Envelope) async throws {
+        self.hub.deliver(envelope)
+    }
+
+    public func subscribe(_ room: Room) async throws {
+        _ = self.state.withLockedValue { $0.rooms.insert(room) }
+    }
+
+    public func unsubscribe(_ room: Room) async throws {
+        _ = self.state.withLockedValue { $0.rooms.remove(room) }
+    }
+
+    func receive(_ envelope: Envelope) {
+        let subscribed = self.state.withLockedValue { $0.rooms.contains(envelope.room) }
+        if subscribed { self.continuation.yield(envelope) }
+    }
+
+    public func setPresence(_ room: Room, members: Int) async {
+        self.state.withLockedValue { $0.presence[room] = members > 0 ? members : nil }
+    }
+
+    func localPresence(_ room: Room) -> Int {
+        self.state.withLockedValue { $0.presence[room] ?? 0 }
+    }
+
+    public func presence(_ room: Room) async -> Int {
+        self.hub.presence(room)
+    }
+
+    public func liveNodes() async -> [String] {
+        self.hub.nodes
+    }
+
+    /// Leaves the hub (a node shutting down).
+    public func shutdown() {
+        self.hub.remove(self.node)
+        self.continuation.finish()
+    }
+}

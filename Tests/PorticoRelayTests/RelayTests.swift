@@ -1,0 +1,225 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import PorticoRESP
+import PorticoRelay
+import PorticoTestSupport
+import Testing
+
+/// Collects what members receive.
+final class Inboxes: Sendable {
+    private let box = NIOLockedValueBox<[String: [String]]>([:])
+
+    func deliver(to member: String) -> Relay.Delivery {
+        { payload in self.box.withLockedValue { $0[member, default: []].append(String(buffer: payload)) } }
+    }
+
+    func messages(_ member: String) -> [String] { self.box.withLockedValue { $0[member] ?? [] } }
+}
+
+func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return await condition()
+}
+
+/// The same behaviour from every Broker: the relay on top must not care which one it has.
+@Suite(.serialized) struct BrokerConformanceTests {
+    enum Kind: String, CaseIterable { case inProcess, redis }
+
+    @Test(arguments: Kind.allCases)
+    func everyMemberGetsEveryMessageOnceInOrder(kind: Kind) async throws {
+        let redis = kind == .redis ? try await RedisServer.start() : nil
+        defer { redis?.stop() }
+        let hub = InProcessHub()
+        var brokers: [any Broker] = []
+        var tasks: [Task<Void, Never>] = []
+        for index in 1...3 {
+            if let redis {
+                let broker = RedisBroker(configuration: .init(url: redis.url, node: "node-\(index)"))
+                brokers.append(broker)
+                tasks.append(Task { try? await broker.run() })
+            } else {
+                brokers.append(hub.broker(node: "node-\(index)"))
+            }
+        }
+        let relays = (0..<3).map { Relay(node: "node-\($0 + 1)", broker: brokers[$0]) }
+        for relay in relays { tasks.append(Task { await relay.run() }) }
+        if kind == .redis {
+            for broker in brokers { #expect(await eventually { await (broker as! RedisBroker).isHealthy }) }
+        }
+        let inboxes = Inboxes()
+        // Two members per node in "lobby", one per node in "other".
+        for (index, relay) in relays.enumerated() {
+            for member in 0..<2 {
+                try await relay.join(
+                    Room("lobby"),
+                    member: "n\(index)-m\(member)",
+                    deliver: inboxes.deliver(to: "n\(index)-m\(member)")
+                )
+            }
+            try await relay.join(Room("other"), member: "n\(index)-o", deliver: inboxes.deliver(to: "n\(index)-o"))
+        }
+        if let redis {
+            let admin = try await RedisConnection.connect(to: redis.url)
+            let channels = try await admin.send(["PUBSUB", "CHANNELS", "portico:v1:room:*"])
+            guard case .array(let list?) = channels else {
+                Issue.record("no channels")
+                return
+            }
+            #expect(
+                Set(list.compactMap { if case .bulkString(let b?) = $0 { String(buffer: b) } else { nil } }) == [
+                    "portico:v1:room:lobby", "portico:v1:room:other",
+                ]
+            )
+            await admin.close()
+        }
+        for sequence in 0..<50 {
+            for (index, relay) in relays.enumerated() {
+                try await relay.broadcast(ByteBuffer(string: "from-\(index)-\(sequence)"), to: Room("lobby"))
+            }
+        }
+        try await relays[0].broadcast(ByteBuffer(string: "not-for-m1"), to: Room("lobby"), except: ["n1-m1"])
+        let allMembers = (0..<3).flatMap { node in (0..<2).map { "n\(node)-m\($0)" } }
+        #expect(await eventually { allMembers.allSatisfy { inboxes.messages($0).count >= 150 } })
+        try await Task.sleep(for: .milliseconds(200))
+        for member in allMembers {
+            let messages = inboxes.messages(member)
+            #expect(messages.count == (member == "n1-m1" ? 150 : 151), "\(member) got \(messages.count)")
+            for origin in 0..<3 {
+                let fromOrigin = messages.filter { $0.hasPrefix("from-\(origin)-") }
+                #expect(fromOrigin == (0..<50).map { "from-\(origin)-\($0)" }, "\(member) order from \(origin)")
+            }
+        }
+        for node in 0..<3 { #expect(inboxes.messages("n\(node)-o").isEmpty) }  // nothing from other rooms
+        #expect(await relays[0].memberCount(Room("lobby")) == 6)
+        #expect(await relays[1].liveNodes().count == 3)
+        for relay in relays { #expect(await relay.lost == 0) }
+        // Leaving: the last local member unsubscribes the node.
+        try await relays[2].leave(Room("other"), member: "n2-o")
+        if let redis {
+            let admin = try await RedisConnection.connect(to: redis.url)
+            #expect(
+                try await admin.send(["PUBSUB", "NUMSUB", "portico:v1:room:other"])
+                    == .array([.bulkString(ByteBuffer(string: "portico:v1:room:other")), .integer(2)])
+            )
+            await admin.close()
+        }
+        for task in tasks { task.cancel() }
+    }
+}
+
+@Suite(.serialized) struct RedisRelayFaultTests {
+    @Test func redisRestartMidStreamResumesAndFlushesBufferedPublishes() async throws {
+        let redis = try await RedisServer.start()
+        let port = redis.port
+        let a = RedisBroker(configuration: .init(url: redis.url, node: "a"))
+        let b = RedisBroker(configuration: .init(url: redis.url, node: "b"))
+        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
+        let relayA = Relay(node: "a", broker: a)
+        let relayB = Relay(node: "b", broker: b)
+        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let inboxes = Inboxes()
+        try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
+        try await relayA.join(Room("r"), member: "a1", deliver: inboxes.deliver(to: "a1"))
+        #expect(
+            await eventually {
+                let first = await a.isHealthy
+                let second = await b.isHealthy
+                return first && second
+            }
+        )
+        for index in 0..<10 { try await relayA.broadcast(ByteBuffer(string: "before-\(index)"), to: Room("r")) }
+        #expect(await eventually { inboxes.messages("b1").count == 10 })
+        redis.stop()
+        #expect(await eventually { await a.state != .connected })
+        // Published while Redis is away: buffered, then flushed in order once it is back.
+        for index in 0..<10 { try await relayA.broadcast(ByteBuffer(string: "during-\(index)"), to: Room("r")) }
+        let restarted = try await RedisServer.start(port: port)
+        defer { restarted.stop() }
+        #expect(await eventually(timeout: .seconds(10)) { inboxes.messages("b1").count == 20 })
+        #expect(inboxes.messages("b1") == (0..<10).map { "before-\($0)" } + (0..<10).map { "during-\($0)" })
+        #expect(await relayB.lost == 0)
+        #expect(await a.reconnects >= 1)
+        for task in tasks + runs { task.cancel() }
+    }
+
+    @Test func aKilledSubscriberIsNoticedAndHealed() async throws {
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        var configuration = RedisBroker.Configuration(url: redis.url, node: "a")
+        configuration.heartbeat = .milliseconds(200)
+        configuration.probeTimeout = .milliseconds(800)
+        let a = RedisBroker(configuration: configuration)
+        let b = RedisBroker(configuration: .init(url: redis.url, node: "b"))
+        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
+        let relayA = Relay(node: "a", broker: a)
+        let relayB = Relay(node: "b", broker: b)
+        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let inboxes = Inboxes()
+        try await relayA.join(Room("r"), member: "a1", deliver: inboxes.deliver(to: "a1"))
+        try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
+        #expect(
+            await eventually {
+                let first = await a.isHealthy
+                let second = await b.isHealthy
+                return first && second
+            }
+        )
+        try await relayB.broadcast(ByteBuffer(string: "before-cut"), to: Room("r"))
+        #expect(await eventually { inboxes.messages("a1").contains("before-cut") })
+        // Redis cuts every pub/sub client, as it does to a subscriber over its output buffer limit.
+        let admin = try await RedisConnection.connect(to: redis.url)
+        _ = try await admin.send(["CLIENT", "KILL", "TYPE", "pubsub"])
+        try await relayB.broadcast(ByteBuffer(string: "while-cut"), to: Room("r"))
+        #expect(
+            await eventually(timeout: .seconds(5)) {
+                let reconnected = await a.reconnects >= 1
+                let healthy = await a.isHealthy
+                return reconnected && healthy
+            }
+        )
+        try await relayB.broadcast(ByteBuffer(string: "after-heal"), to: Room("r"))
+        #expect(await eventually { inboxes.messages("a1").contains("after-heal") })
+        // The message sent while a's subscription was dead is either delivered or counted as lost.
+        let got = inboxes.messages("a1").contains("while-cut")
+        let lost = await relayA.lost
+        #expect(got || lost == 1)
+        await admin.close()
+        for task in tasks + runs { task.cancel() }
+    }
+
+    @Test func presenceFollowsLeavesAndExpiresWithTheHeartbeat() async throws {
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        let leaving = RedisBroker(configuration: .init(url: redis.url, node: "leaves"))
+        let staying = RedisBroker(configuration: .init(url: redis.url, node: "stays"))
+        let leavingTask = Task { try? await leaving.run() }
+        let stayingTask = Task { try? await staying.run() }
+        let relayLeaving = Relay(node: "leaves", broker: leaving)
+        let relayStaying = Relay(node: "stays", broker: staying)
+        #expect(
+            await eventually {
+                let first = await leaving.isHealthy
+                let second = await staying.isHealthy
+                return first && second
+            }
+        )
+        for member in 0..<3 { try await relayLeaving.join(Room("lobby"), member: "l\(member)") { _ in } }
+        try await relayStaying.join(Room("lobby"), member: "s0") { _ in }
+        #expect(await eventually { await relayStaying.memberCount(Room("lobby")) == 4 })
+        // An orderly shutdown removes the node's presence at once.
+        leavingTask.cancel()
+        #expect(await eventually(timeout: .seconds(2)) { await relayStaying.memberCount(Room("lobby")) == 1 })
+        // A node that dies leaves its presence entry behind, but its heartbeat key expires: it stops counting.
+        let ghost = try await RedisConnection.connect(to: redis.url)
+        _ = try await ghost.send(["HSET", "portico:v1:presence:lobby", "ghost", "5"])
+        _ = try await ghost.send(["SET", "portico:v1:alive:ghost", "1", "PX", "700"])
+        #expect(await relayStaying.memberCount(Room("lobby")) == 6)
+        #expect(await eventually(timeout: .seconds(2)) { await relayStaying.memberCount(Room("lobby")) == 1 })
+        await ghost.close()
+        stayingTask.cancel()
+    }
+}
