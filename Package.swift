@@ -22,6 +22,7 @@ let package = Package(
         .executable(name: "portico", targets: ["PorticoServer"]),
         .executable(name: "portico-testbackend", targets: ["TestBackendServer"]),
         .executable(name: "portico-bench", targets: ["PorticoBench"]),
+        .executable(name: "portico-chat", targets: ["ChatNode"]),
         .library(name: "PorticoRelay", targets: ["PorticoRelay"]),
         .library(name: "PorticoBalancing", targets: ["PorticoBalancing"]),
         .library(name: "PorticoRouting", targets: ["PorticoRouting"]),
@@ -88,6 +89,15 @@ let package = Package(
         .executableTarget(
             name: "TestBackendServer",
             dependencies: ["PorticoTestSupport", argumentParser, nio("NIOPosix")],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "ChatNode",
+            dependencies: [
+                "PorticoRelay", "PorticoRESP", argumentParser, logging, lifecycle,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket"), nio("NIOConcurrencyHelpers"),
+            ],
             swiftSettings: settings
         ),
         .executableTarget(

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Logging
+import NIOCore
+import NIOPosix
+import PorticoRESP
+import PorticoRelay
+import ServiceLifecycle
+import UnixSignals
+
+/// `portico-chat`: an example chat node. WebSocket JSON protocol on `/ws`, the web page on `/`, `/healthz`,
+/// `/metrics`; rooms shared with the other nodes through PorticoRelay.
+@main
+struct ChatNodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "portico-chat",
+        abstract: "An example chat node: rooms across nodes through PorticoRelay (Redis), WebSockets, a web page."
+    )
+
+    @Option(help: "Address to listen on (host:port).")
+    var listen: String = "127.0.0.1:9001"
+
+    @Option(help: "This node's id, unique in the cluster.")
+    var nodeId: String = "chat-1"
+
+    @Option(help: "Redis URL (redis://host:port); without it the node runs alone with the in-process broker.")
+    var redis: String?
+
+    @Option(help: "Address the balancer should use for this node (announced in Redis with --service).")
+    var advertise: String?
+
+    @Option(help: "Service name to announce under for the balancer's Redis discovery.")
+    var service: String?
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "portico.chat")
+        logger[metadataKey: "portico.node"] = "\(self.nodeId)"
+        guard let colon = self.listen.lastIndex(of: ":"),
+            let port = Int(self.listen[self.listen.index(after: colon)...])
+        else { throw ValidationError("--listen: expected host:port") }
+        let host = String(self.listen[..<colon])
+
+        var services: [any Service] = []
+        let broker: any Broker
+        var health: @Sendable () async -> Bool = { true }
+        if let redis = self.redis {
+            guard let url = RedisURL(redis) else { throw ValidationError("--redis: expected redis://host:port") }
+            var configuration = RedisBroker.Configuration(url: url, node: self.nodeId)
+            if let service = self.service {
+                configuration.service = service
+                configuration.advertise = self.advertise ?? self.listen
+            }
+            let redisBroker = RedisBroker(configuration: configuration)
+            broker = redisBroker
+            services.append(redisBroker)
+            health = { await redisBroker.isHealthy }
+        } else {
+            broker = InProcessBroker(node: self.nodeId)
+        }
+        let relay = Relay(node: self.nodeId, broker: broker, logger: logger)
+        let server = ChatServer(
+            host: host,
+            port: port,
+            node: self.nodeId,
+            relay: relay,
+            health: health,
+            logger: logger
+        )
+        services.append(RelayService(relay: relay))
+        services.append(server)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        logger.info(
+            "chat node starting",
+            metadata: ["portico.listen": "\(self.listen)", "portico.redis": "\(self.redis ?? "none")"]
+        )
+        try await group.run()
+    }
+}
+
+/// Runs the relay's inbound delivery until shutdown.
+struct RelayService: Service {
+    let relay: Relay
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await self.relay.run()
+        }
+    }
+}

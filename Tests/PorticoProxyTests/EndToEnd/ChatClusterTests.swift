@@ -1,0 +1,121 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import PorticoProxy
+import PorticoTestSupport
+import Testing
+
+/// The demo topology, natively: Redis, three portico-chat processes announcing themselves, and portico with
+/// Redis discovery and health checks in front. Messages cross nodes; a node that stops sends its clients
+/// Close 1012 and they get back in through another node.
+@Suite(.serialized) struct ChatClusterTests {
+    static func chatJSON(_ frame: WebSocketTestClient.Frame?) -> [String: Any] {
+        guard let frame, let object = try? JSONSerialization.jsonObject(with: Data(frame.payload)) as? [String: Any]
+        else { return [:] }
+        return object
+    }
+
+    /// Reads frames until one with `op` arrives.
+    static func next(_ op: String, from client: WebSocketTestClient) async throws -> [String: Any] {
+        while let frame = try await client.receive(timeout: .seconds(10)) {
+            let object = Self.chatJSON(frame)
+            if object["op"] as? String == op { return object }
+        }
+        return [:]
+    }
+
+    @Test func messagesCrossNodesThroughPortico() async throws {
+        let chat = builtProductsDirectory() + "/portico-chat"
+        guard FileManager.default.isExecutableFile(atPath: chat) else {
+            Issue.record("build portico-chat first (swift build): \(chat)")
+            return
+        }
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        var nodes: [ChildProcess] = []
+        var ports: [Int] = []
+        for index in 1...3 {
+            let port = try freeLoopbackPort()
+            ports.append(port)
+            nodes.append(
+                try ChildProcess.start(
+                    chat,
+                    [
+                        "--listen", "127.0.0.1:\(port)", "--node-id", "chat-\(index)", "--redis",
+                        "redis://127.0.0.1:\(redis.port)",
+                        "--service", "chat",
+                    ]
+                )
+            )
+        }
+        defer { for node in nodes { node.stop() } }
+        let yaml = """
+            listeners: [{ address: "LISTEN" }]
+            admin: { address: "ADMIN" }
+            routes: [{ pool: chat, websocket: { idle_timeout: 60s } }]
+            pools:
+              chat:
+                policy: consistent_hash
+                hash_key: "query:client,ip"
+                health: { path: /healthz, interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }
+                hold: { timeout: 10s, max_queued: 1000 }
+                drain_timeout: 1s
+                discovery: { redis: { url: "redis://127.0.0.1:\(redis.port)", service: chat } }
+            """
+        let portico = try await RuntimeHarness(yaml)
+        let discovery = Task { try? await portico.runtime.redisDiscovery.run() }
+        defer { discovery.cancel() }
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                let status = (try? await portico.admin("GET", "/status").body) ?? ""
+                return ["chat-1", "chat-2", "chat-3"].allSatisfy { status.contains("\"id\":\"\($0)\"") }
+            }
+        )
+        // Clients with different ids land on different nodes (consistent hashing on ?client=).
+        var clients: [(client: WebSocketTestClient, node: String)] = []
+        var nodesSeen: Set<String> = []
+        for index in 0..<12 where nodesSeen.count < 3 || clients.count < 3 {
+            let client = try await WebSocketTestClient.connect(port: portico.port, path: "/ws?client=c\(index)")
+            let welcome = try await Self.next("welcome", from: client)
+            let node = welcome["node"] as? String ?? "?"
+            if nodesSeen.insert(node).inserted { clients.append((client, node)) } else { await client.close() }
+        }
+        #expect(nodesSeen.count == 3)
+        for (index, entry) in clients.enumerated() {
+            try await entry.client.send(text: #"{"op":"join","room":"lobby","name":"user\#(index)"}"#)
+            let joined = try await Self.next("joined", from: entry.client)
+            #expect(joined["room"] as? String == "lobby")
+        }
+        try await clients[0].client.send(text: #"{"op":"say","room":"lobby","text":"hello from user0","id":"c-1"}"#)
+        for entry in clients {
+            let message = try await Self.next("message", from: entry.client)
+            #expect(message["text"] as? String == "hello from user0")
+            #expect(message["node"] as? String == clients[0].node)
+            #expect(message["id"] as? String == "c-1")
+        }
+        let presence = try await HTTPTestClient.request(port: ports[0], .GET, "/healthz")
+        #expect(presence.status == 200)
+        #expect(presence.body == "chat-1\n")
+
+        // A node stops (SIGTERM): its client gets Close 1012, and reconnecting lands on another node.
+        let leaving = clients[1]
+        let index = Int(leaving.node.dropFirst("chat-".count))! - 1
+        nodes[index].signal(SIGTERM)
+        var closeCode: UInt16?
+        while let frame = try await leaving.client.receive(timeout: .seconds(10)) {
+            if frame.opcode == 0x8 {
+                closeCode = frame.closeCode
+                break
+            }
+        }
+        #expect(closeCode == 1012)
+        #expect(await nodes[index].wait(timeout: .seconds(5)) == 0)
+        let again = try await WebSocketTestClient.connect(port: portico.port, path: "/ws?client=c1")
+        let welcome = try await Self.next("welcome", from: again)
+        #expect(welcome["node"] as? String != leaving.node)
+        for entry in clients { await entry.client.close() }
+        await again.close()
+        discovery.cancel()
+        await portico.stop()
+    }
+}
