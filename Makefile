@@ -5,7 +5,7 @@ SWIFT ?= swift
 .PHONY: help deps build test lint format demo bench clean
 
 help:
-	@echo "make demo   install what is missing, build, start the demo and print its URL"
+	@echo "make demo   install what is missing, build, start Redis + 3 chat nodes + portico, print the URLs"
 	@echo "make test   install what is missing, lint, run every test"
 	@echo "make build  release build of portico (.build/release/portico)"
 	@echo "make bench  benchmarks (not yet: see issue 8)"
@@ -15,6 +15,7 @@ deps:
 
 build: deps
 	$(SWIFT) build -c release --product portico
+	$(SWIFT) build -c release --product portico-chat
 	$(SWIFT) build -c release --product portico-testbackend
 
 lint:

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Starts two test backends and portico in front of them; Ctrl-C stops everything.
+# Redis + three chat nodes + portico, on this machine. Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.build/release
-export DEMO_PORT=${DEMO_PORT:-8080} DEMO_BACKEND_1=${DEMO_BACKEND_1:-9001} DEMO_BACKEND_2=${DEMO_BACKEND_2:-9002}
+export DEMO_PORT=${DEMO_PORT:-8080} DEMO_ADMIN_PORT=${DEMO_ADMIN_PORT:-9901} DEMO_REDIS_PORT=${DEMO_REDIS_PORT:-6390}
+node_ports=(${DEMO_NODE_PORTS:-9001 9002 9003})
 
-for port in "$DEMO_PORT" "$DEMO_BACKEND_1" "$DEMO_BACKEND_2"; do
+for port in "$DEMO_PORT" "$DEMO_ADMIN_PORT" "$DEMO_REDIS_PORT" "${node_ports[@]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "error: port $port is in use; pick others, e.g. DEMO_PORT=18080 DEMO_BACKEND_1=19001 DEMO_BACKEND_2=19002 make demo" >&2
+        echo "error: port $port is in use. Pick others, for example:" >&2
+        echo "  DEMO_PORT=18080 DEMO_ADMIN_PORT=19901 DEMO_REDIS_PORT=16390 DEMO_NODE_PORTS='19001 19002 19003' make demo" >&2
         exit 1
     fi
 done
 
+mkdir -p run
 pids=()
 cleanup() {
     trap - INT TERM EXIT
@@ -21,18 +24,29 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$bin/portico-testbackend" --listen "127.0.0.1:$DEMO_BACKEND_1" --name web-1 & pids+=($!)
-"$bin/portico-testbackend" --listen "127.0.0.1:$DEMO_BACKEND_2" --name web-2 & pids+=($!)
-"$bin/portico" check --config examples/demo.yml
-"$bin/portico" run --config examples/demo.yml & pids+=($!)
+redis-server --port "$DEMO_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >run/redis.log 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$DEMO_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-for _ in $(seq 50); do
-    curl -fsS "http://127.0.0.1:$DEMO_PORT/" >/dev/null 2>&1 && break
+for index in 0 1 2; do
+    node="chat-$((index + 1))"
+    "$bin/portico-chat" --listen "127.0.0.1:${node_ports[$index]}" --node-id "$node" \
+        --redis "redis://127.0.0.1:$DEMO_REDIS_PORT" --service chat >"run/$node.log" 2>&1 &
+    pids+=($!)
+done
+
+"$bin/portico" check --config examples/demo.yml
+"$bin/portico" run --config examples/demo.yml >run/portico.log 2>&1 &
+pids+=($!)
+
+for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$DEMO_PORT/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
 echo
-echo "Portico is up:  http://127.0.0.1:$DEMO_PORT/      (round robin, weights 2:1 over web-1 and web-2)"
-echo "                http://127.0.0.1:$DEMO_PORT/api/x (least connections, /api stripped)"
-echo "Try:            for i in 1 2 3; do curl -s http://127.0.0.1:$DEMO_PORT/ | head -1; done"
-echo "Ctrl-C stops the demo."
+echo "  Chat:          http://127.0.0.1:$DEMO_PORT/      (open it in two tabs: they land on different nodes)"
+echo "  Status page:   http://127.0.0.1:$DEMO_ADMIN_PORT/     (pools, backends, sockets; JSON at /status, /metrics)"
+echo "  Logs:          run/*.log"
+echo "  Try a rolling restart:  kill $(echo "${pids[1]}") (chat-1): its clients get Close 1012 and reconnect elsewhere."
+echo "  Ctrl-C stops everything."
 wait
