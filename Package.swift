@@ -105,7 +105,7 @@ let package = Package(
             dependencies: [argumentParser, nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers")],
             swiftSettings: settings
         ),
-        .testTarget(name: "PorticoConfigTests", dependencies: ["PorticoConfig"], swiftSettings: settings),
+        .testTarget(name: "PorticoConfigTests", dependencies: ["PorticoConfig", yams], swiftSettings: settings),
         .testTarget(name: "PorticoBalancingTests", dependencies: ["PorticoBalancing"], swiftSettings: settings),
         .testTarget(
             name: "PorticoRoutingTests",

@@ -7,6 +7,10 @@ import PorticoRelay
 import ServiceLifecycle
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `portico-chat`: an example chat node. WebSocket JSON protocol on `/ws`, the web page on `/`, `/healthz`,
 /// `/metrics`; rooms shared with the other nodes through PorticoRelay.
 @main
@@ -19,8 +23,8 @@ struct ChatNodeCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on (host:port).")
     var listen: String = "127.0.0.1:9001"
 
-    @Option(help: "This node's id, unique in the cluster.")
-    var nodeId: String = "chat-1"
+    @Option(help: "This node's id, unique in the cluster (default: the host name).")
+    var nodeId: String?
 
     @Option(help: "Redis URL (redis://host:port); without it the node runs alone with the in-process broker.")
     var redis: String?
@@ -32,9 +36,10 @@ struct ChatNodeCommand: AsyncParsableCommand {
     var service: String?
 
     func run() async throws {
+        let nodeId = self.nodeId ?? hostName()
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         var logger = Logger(label: "portico.chat")
-        logger[metadataKey: "portico.node"] = "\(self.nodeId)"
+        logger[metadataKey: "portico.node"] = "\(nodeId)"
         guard let colon = self.listen.lastIndex(of: ":"),
             let port = Int(self.listen[self.listen.index(after: colon)...])
         else { throw ValidationError("--listen: expected host:port") }
@@ -45,7 +50,7 @@ struct ChatNodeCommand: AsyncParsableCommand {
         var health: @Sendable () async -> Bool = { true }
         if let redis = self.redis {
             guard let url = RedisURL(redis) else { throw ValidationError("--redis: expected redis://host:port") }
-            var configuration = RedisBroker.Configuration(url: url, node: self.nodeId)
+            var configuration = RedisBroker.Configuration(url: url, node: nodeId)
             if let service = self.service {
                 configuration.service = service
                 configuration.advertise = self.advertise ?? self.listen
@@ -55,13 +60,13 @@ struct ChatNodeCommand: AsyncParsableCommand {
             services.append(redisBroker)
             health = { await redisBroker.isHealthy }
         } else {
-            broker = InProcessBroker(node: self.nodeId)
+            broker = InProcessBroker(node: nodeId)
         }
-        let relay = Relay(node: self.nodeId, broker: broker, logger: logger)
+        let relay = Relay(node: nodeId, broker: broker, logger: logger)
         let server = ChatServer(
             host: host,
             port: port,
-            node: self.nodeId,
+            node: nodeId,
             relay: relay,
             health: health,
             logger: logger
@@ -81,6 +86,13 @@ struct ChatNodeCommand: AsyncParsableCommand {
         )
         try await group.run()
     }
+}
+
+/// The host name (a container's is unique per replica).
+func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count) == 0 else { return "chat" }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Runs the relay's inbound delivery until shutdown.
