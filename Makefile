@@ -2,12 +2,13 @@
 SWIFT ?= swift
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build test lint format demo bench clean
+.PHONY: help deps build test lint format demo e2e bench clean
 
 help:
 	@echo "make demo   install what is missing, build, start Redis + 3 chat nodes + portico, print the URLs"
 	@echo "make test   install what is missing, lint, run every test"
 	@echo "make build  release build of portico (.build/release/portico)"
+	@echo "make e2e    a real-browser test of the demo (headless Chromium)"
 	@echo "make bench  benchmarks (not yet: see issue 8)"
 
 deps:
@@ -32,6 +33,12 @@ test: deps lint
 
 demo: build
 	@scripts/demo.sh
+
+# A real browser (headless Chromium + Selenium) against the demo topology.
+e2e: build
+	@scripts/install-deps.sh chromium chromium-driver python3-pip
+	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install --quiet selenium
+	python3 e2e/browser_test.py
 
 bench:
 	@echo "not yet: the benchmark suite arrives with issue 8 (see README, Benchmarks)"
