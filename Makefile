@@ -34,11 +34,13 @@ test: deps lint
 demo: build
 	@scripts/demo.sh
 
-# A real browser (headless Chromium + Selenium) against the demo topology.
+# A real browser (headless Chromium + Selenium) against the demo topology, then the same topology spread
+# over network namespaces (skipped, with the reason, where they cannot be made).
 e2e: build
 	@scripts/install-deps.sh chromium chromium-driver python3-pip
 	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install --quiet selenium
 	python3 e2e/browser_test.py
+	e2e/multihost_test.sh
 
 bench:
 	@echo "not yet: the benchmark suite arrives with issue 8 (see README, Benchmarks)"
