@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 
 /// A small HTTP/1.1 backend on loopback for tests and the pre-chat demo.
@@ -55,6 +56,7 @@ public final class TestBackend: Sendable {
         host: String = "127.0.0.1",
         port: Int = 0,
         responseDelay: TimeAmount = .zero,
+        tls: NIOSSLContext? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> TestBackend {
         let state = NIOLockedValueBox(Stats())
@@ -64,6 +66,7 @@ public final class TestBackend: Sendable {
             .childChannelInitializer { channel in
                 state.withLockedValue { $0.connections += 1 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     let http = TestBackendHandler(name: name, state: state, delay: responseDelay)
                     // /ws… upgrades to a WebSocket echo; everything else (even with Upgrade headers) is HTTP.
                     let upgrader = NIOWebSocketServerUpgrader(

@@ -234,6 +234,7 @@ import Testing
             try await withRuntime(first) { portico in
                 let client = try await HTTPTestClient.connect(port: portico.port)  // keep-alive across the reload
                 #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "a")
+                #expect(try await portico.admin("GET", "/status").body.contains(#""requests_total":1"#))
                 try portico.rewrite(
                     first.replacingPlaceholder("pools:\n  one:", with: "pools:\n  one:\n    policy: nope\n  x:")
                 )
@@ -241,6 +242,16 @@ import Testing
                 #expect(refused.status == 400)
                 #expect(refused.body.contains("unknown policy"))
                 #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "a")
+                // A reload that keeps backend a keeps its counters.
+                try portico.rewrite(
+                    first.replacingPlaceholder(
+                        "routes: [{ pool: one }]",
+                        with: "routes: [{ pool: one, preserve_host: false }]"
+                    )
+                )
+                #expect(try await portico.admin("POST", "/reload").status == 200)
+                #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "a")
+                #expect(try await portico.admin("GET", "/status").body.contains(#""requests_total":3"#))
                 try portico.rewrite(
                     """
                     listeners: [{ address: "LISTEN" }]
@@ -252,7 +263,7 @@ import Testing
                 )
                 let reloaded = try await portico.admin("POST", "/reload")
                 #expect(reloaded.status == 200)
-                #expect(reloaded.body == "{\"generation\":2}\n")
+                #expect(reloaded.body == "{\"generation\":3}\n")
                 #expect(try await client.request(.GET, "/").headers.first(name: "x-backend") == "b")
                 await client.close()
             }

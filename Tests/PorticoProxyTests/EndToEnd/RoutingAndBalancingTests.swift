@@ -132,3 +132,49 @@ import Testing
         }
     }
 }
+
+@Suite struct ConnectionLimitTests {
+    @Test func perBackendMaxConnections() async throws {
+        try await withBackends(["small", "big"], delays: [.milliseconds(300), .milliseconds(300)]) { b in
+            let yaml = """
+                listeners: [{ address: "LISTEN" }]
+                routes: [{ pool: p }]
+                pools:
+                  p:
+                    policy: round_robin
+                    backends: [{ address: "\(b[0].address)", max_connections: 1 }, { address: "\(b[1].address)" }]
+                """
+            try await withProxy(yaml) { proxy in
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for _ in 0..<6 {
+                        group.addTask { try await HTTPTestClient.request(port: proxy.port, .GET, "/").status }
+                    }
+                    for try await status in group { #expect(status == 200) }
+                }
+                #expect(b[0].stats.maxActive == 1)
+                #expect(b[1].stats.requests >= 4)
+            }
+        }
+    }
+
+    @Test func perClientIPLimit() async throws {
+        try await withBackends(["one"]) { b in
+            let yaml = """
+                listeners: [{ address: "LISTEN" }]
+                limits: { max_connections_per_ip: 2 }
+                routes: [{ pool: p }]
+                pools: { p: { backends: [{ address: "\(b[0].address)" }] } }
+                """
+            try await withProxy(yaml) { proxy in
+                let first = try await HTTPTestClient.connect(port: proxy.port)
+                let second = try await HTTPTestClient.connect(port: proxy.port)
+                #expect(try await first.request(.GET, "/").status == 200)
+                #expect(try await second.request(.GET, "/").status == 200)
+                let third = try await RawHTTPClient.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n", port: proxy.port)
+                #expect(third.closedByServer && third.statuses.isEmpty)
+                await first.close()
+                await second.close()
+            }
+        }
+    }
+}

@@ -156,3 +156,39 @@ extension String {
         self.split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
     }
 }
+
+@Suite(.serialized) struct UpstreamTLSTests {
+    @Test func tlsToBackendsIsVerified() async throws {
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let leaf = try certs.leaf("backend", names: ["backend.internal"])
+        var server = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(leaf.cert).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: leaf.key, format: .pem))
+        )
+        server.applicationProtocols = ["http/1.1"]
+        let backend = try await TestBackend.start(name: "secure", tls: try NIOSSLContext(configuration: server))
+        defer { Task { await backend.stop() } }
+        func yaml(serverName: String) -> String {
+            """
+            listeners: [{ address: "LISTEN" }]
+            routes: [{ pool: secure }]
+            pools:
+              secure:
+                retries: 0
+                tls: { ca: "\(certs.caPath)", server_name: "\(serverName)" }
+                backends: [{ address: "\(backend.address)" }]
+            """
+        }
+        try await withProxy(yaml(serverName: "backend.internal")) { proxy in
+            let response = try await HTTPTestClient.request(port: proxy.port, .GET, "/over-tls")
+            #expect(response.status == 200)
+            #expect(response.body.contains("uri: /over-tls"))
+        }
+        // A backend whose certificate does not name the server_name is refused.
+        try await withProxy(yaml(serverName: "someone.else")) { proxy in
+            let status = try await HTTPTestClient.request(port: proxy.port, .GET, "/").status
+            #expect(status == 502)
+        }
+    }
+}

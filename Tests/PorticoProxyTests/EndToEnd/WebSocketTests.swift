@@ -109,6 +109,9 @@ import Testing
                         seen.insert(names[0])
                     }
                     #expect(seen.count == 3)  // 30 rooms spread over all three backends
+                    // Replicas that pin alike show the same ring fingerprint.
+                    let fingerprints = [first, second].map { $0.store.snapshot.pools["chat"]?.selector.fingerprint }
+                    #expect(fingerprints[0] != nil && fingerprints[0] == fingerprints[1])
                 }
             }
         }
