@@ -9,7 +9,7 @@ help:
 	@echo "make test   install what is missing, lint, run every test"
 	@echo "make build  release build of portico (.build/release/portico)"
 	@echo "make e2e    a real-browser test of the demo (headless Chromium)"
-	@echo "make bench  benchmarks (not yet: see issue 8)"
+	@echo "make bench  side-by-side benchmark with HAProxy, nginx and Caddy (loopback, about 6 minutes)"
 
 deps:
 	@scripts/install-deps.sh
@@ -42,8 +42,11 @@ e2e: build
 	python3 e2e/browser_test.py
 	e2e/multihost_test.sh
 
-bench:
-	@echo "not yet: the benchmark suite arrives with issue 8 (see README, Benchmarks)"
+# Side by side with HAProxy, nginx and Caddy (installs them), interleaved rounds; see scripts/bench.sh.
+bench: build
+	@scripts/install-deps.sh haproxy nginx caddy wrk
+	$(SWIFT) build -c release --product portico-bench
+	scripts/bench.sh 3 5
 
 clean:
 	rm -rf .build run

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: direct, HAProxy, nginx, Caddy and Portico, in interleaved rounds.
+# Each proxy runs ONE worker pinned to core 0; the backend and the load generators share core 1.
+# Reported per proxy and workload: throughput, p99, and the proxy's CPU time per operation (from
+# /proc/PID/stat before and after, which holds even when the generator is the limit).
+# Usage: scripts/bench.sh [ROUNDS] [SECONDS]      (defaults 3 and 5). Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-5}
+bin=.build/release
+work=$(mktemp -d)
+results=bench/results.tsv
+mkdir -p bench
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    pkill -f "$work" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+ticks() { local total=0; for pid in $1; do total=$((total + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo $total; }
+
+backend_port=$(free_port)
+taskset -c 1 "$bin/portico-testbackend" --listen "127.0.0.1:$backend_port" --name backend >/dev/null 2>&1 &
+pids+=($!)
+wait_port "$backend_port"
+
+declare -A port proxy_pids
+port[direct]=$backend_port
+
+# HAProxy: one thread, HTTP mode (WebSocket upgrades pass through), keep-alive to the backend.
+port[haproxy]=$(free_port)
+cat >"$work/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 300s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:${port[haproxy]}
+    default_backend be
+backend be
+    http-reuse always
+    server s1 127.0.0.1:$backend_port
+CFG
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+proxy_pids[haproxy]=$!
+pids+=($!)
+
+# nginx: one worker, upstream keep-alive, WebSocket upgrade map.
+port[nginx]=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<CFG
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 9000; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
+    upstream be { server 127.0.0.1:$backend_port; keepalive 64; }
+    server {
+        listen 127.0.0.1:${port[nginx]};
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header Host \$host;
+        }
+    }
+}
+CFG
+taskset -c 0 nginx -c "$work/nginx.conf" >/dev/null 2>&1 &
+proxy_pids[nginx]=$!
+pids+=($!)
+
+# Caddy: one OS thread for Go code.
+port[caddy]=$(free_port)
+cat >"$work/Caddyfile" <<CFG
+{
+    admin off
+    auto_https off
+}
+http://127.0.0.1:${port[caddy]} {
+    reverse_proxy 127.0.0.1:$backend_port
+}
+CFG
+GOMAXPROCS=1 taskset -c 0 caddy run --config "$work/Caddyfile" --adapter caddyfile >/dev/null 2>&1 &
+proxy_pids[caddy]=$!
+pids+=($!)
+
+port[portico]=$(free_port)
+taskset -c 0 "$bin/portico" proxy --listen "127.0.0.1:${port[portico]}" --to "127.0.0.1:$backend_port" \
+    --workers 1 --log-level warning >/dev/null 2>&1 &
+proxy_pids[portico]=$!
+pids+=($!)
+
+for name in haproxy nginx caddy portico; do wait_port "${port[$name]}"; done
+sleep 0.5
+# nginx does the work in its worker process.
+nginx_worker=$(pgrep -P "${proxy_pids[nginx]}" | head -1)
+proxy_pids[nginx]="${proxy_pids[nginx]} $nginx_worker"
+
+echo -e "round\tproxy\tworkload\tops_per_s\tp99_ms\tcpu_us_per_op" >"$results"
+run() {  # run ROUND PROXY WORKLOAD
+    local round=$1 name=$2 workload=$3 target=${port[$2]} before after ops p99 out
+    [ "$name" != direct ] && before=$(ticks "${proxy_pids[$name]}")
+    case $workload in
+    http-keepalive)
+        out=$(taskset -c 1 wrk -t1 -c32 -d"${seconds}s" --latency "http://127.0.0.1:$target/" 2>&1)
+        ops=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+        p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}')
+        ;;
+    http-close)
+        out=$(taskset -c 1 wrk -t1 -c32 -d"${seconds}s" --latency -H "Connection: close" "http://127.0.0.1:$target/" 2>&1)
+        ops=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+        p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}')
+        ;;
+    ws-64|ws-4096)
+        out=$(taskset -c 1 "$bin/portico-bench" ws-echo --target "127.0.0.1:$target" --connections 100 \
+            --size "${workload#ws-}" --duration "$seconds" 2>&1 | tail -1)
+        ops=$(echo "$out" | sed -n 's/.*messages\/s=\([0-9]*\).*/\1/p')
+        p99=$(echo "$out" | sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p')
+        ;;
+    esac
+    local cpu=""
+    if [ "$name" != direct ]; then
+        after=$(ticks "${proxy_pids[$name]}")
+        # ticks are 10 ms; a WebSocket echo crosses the proxy twice (one message each way).
+        local factor=1
+        case $workload in ws-*) factor=2 ;; esac
+        cpu=$(python3 -c "print(round(($after-$before)*10000/(max(float('${ops:-0}'),1)*$seconds*$factor),2))")
+    fi
+    echo -e "$round\t$name\t$workload\t${ops:-0}\t${p99:-}\t$cpu" | tee -a "$results"
+}
+
+for round in $(seq "$rounds"); do
+    for workload in http-keepalive http-close ws-64 ws-4096; do
+        for name in direct haproxy nginx caddy portico; do
+            run "$round" "$name" "$workload"
+        done
+    done
+done
+python3 scripts/bench_report.py "$results" >bench/BENCHMARKS.generated.md
+echo "wrote $results and bench/BENCHMARKS.generated.md"
