@@ -82,17 +82,5 @@ private func timestamp() -> String {
 }
 
 private func jsonString(_ text: String) -> String {
-    var result = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": result += "\\\""
-        case "\\": result += "\\\\"
-        case "\n": result += "\\n"
-        case "\r": result += "\\r"
-        case "\t": result += "\\t"
-        case let c where c.value < 0x20: result += "\\u00" + (c.value < 16 ? "0" : "") + String(c.value, radix: 16)
-        default: result.unicodeScalars.append(scalar)
-        }
-    }
-    return result + "\""
+    JSONValue.string(text).rendered
 }
