@@ -38,7 +38,8 @@ demo: build
 # over network namespaces (skipped, with the reason, where they cannot be made).
 e2e: build
 	@scripts/install-deps.sh chromium chromium-driver python3-pip
-	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install --quiet selenium
+	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install --quiet selenium \
+		|| python3 -m pip install --quiet --break-system-packages selenium
 	python3 e2e/browser_test.py
 	e2e/multihost_test.sh
 
