@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Rooms and their local members on one chat node, linked to the other nodes through a ``Broker``.
@@ -30,6 +31,15 @@ public actor Relay {
         let room: Room
     }
 
+    private struct MemberRoom: Hashable {
+        let member: String
+        let room: Room
+    }
+
+    /// Per-member queues of members that joined with an async delivery.
+    private var queues: [MemberRoom: (continuation: AsyncStream<ByteBuffer>.Continuation, consumer: Task<Void, Never>)] = [:]
+    private let slowMemberDrops = DropCounter()
+
     /// - Parameters:
     ///   - node: this node's id, unique in the cluster.
     ///   - broker: how envelopes reach the other nodes (``RedisBroker``, or ``InProcessBroker`` for one node).
@@ -54,9 +64,41 @@ public actor Relay {
         await self.broker.setPresence(room, members: self.members[room]?.count ?? 0)
     }
 
+    /// Adds a member whose delivery may be slow (it awaits, say, a socket write): messages for it wait in a
+    /// queue of its own, so it never delays the other members. When its queue holds `bufferLimit` messages,
+    /// the oldest is dropped to make room and counted in ``droppedForSlowMembers``.
+    ///
+    /// - Parameters:
+    ///   - room: the room to join.
+    ///   - member: an id unique in the cluster.
+    ///   - bufferLimit: messages queued for this member at most. Default 1,000.
+    ///   - deliver: called with each message, one at a time, in order.
+    public func join(
+        _ room: Room,
+        member: String,
+        bufferLimit: Int = 1_000,
+        deliverAsync deliver: @escaping @Sendable (ByteBuffer) async -> Void
+    ) async throws {
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(bufferLimit))
+        let consumer = Task {
+            for await payload in stream { await deliver(payload) }
+        }
+        let drops = self.slowMemberDrops
+        try await self.join(room, member: member) { payload in
+            if case .dropped = continuation.yield(payload) { drops.add() }
+        }
+        self.queues[MemberRoom(member: member, room: room)] = (continuation, consumer)
+    }
+
+    /// Messages dropped because a member's queue was full.
+    public var droppedForSlowMembers: Int { self.slowMemberDrops.count }
+
     /// Removes `member` from `room`; the last local member unsubscribes this node.
     public func leave(_ room: Room, member: String) async throws {
         guard self.members[room]?.removeValue(forKey: member) != nil else { return }
+        if let queue = self.queues.removeValue(forKey: MemberRoom(member: member, room: room)) {
+            queue.continuation.finish()
+        }
         let remaining = self.members[room]?.count ?? 0
         if remaining == 0 {
             self.members[room] = nil
@@ -156,4 +198,11 @@ public actor Relay {
     private func forgetSequences(of room: Room) {
         self.seen = self.seen.filter { $0.key.room != room }
     }
+}
+
+/// Counts drops from delivery closures, which run synchronously inside the relay.
+final class DropCounter: Sendable {
+    private let value = NIOLockedValueBox(0)
+    func add() { self.value.withLockedValue { $0 += 1 } }
+    var count: Int { self.value.withLockedValue { $0 } }
 }

@@ -223,3 +223,32 @@ func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) 
         stayingTask.cancel()
     }
 }
+
+@Suite struct SlowMemberTests {
+    @Test func aSlowMemberDoesNotStallTheOthers() async throws {
+        let hub = InProcessHub()
+        let sender = Relay(node: "a", broker: hub.broker(node: "a"))
+        let broker = hub.broker(node: "b")
+        let receiver = Relay(node: "b", broker: broker)
+        let run = Task { await receiver.run() }
+        let inboxes = Inboxes()
+        let slowSeen = Inboxes()
+        try await receiver.join(Room("r"), member: "fast", deliver: inboxes.deliver(to: "fast"))
+        try await receiver.join(Room("r"), member: "slow", bufferLimit: 10) { payload in
+            try? await Task.sleep(for: .milliseconds(100))  // a client that reads slowly
+            slowSeen.deliver(to: "slow")(payload)
+        }
+        let started = ContinuousClock.now
+        for index in 0..<200 { try await sender.broadcast(ByteBuffer(string: "m\(index)"), to: Room("r")) }
+        #expect(await eventually { inboxes.messages("fast").count == 200 })
+        #expect(ContinuousClock.now - started < .seconds(2))  // far less than 200 × 100 ms
+        #expect(inboxes.messages("fast") == (0..<200).map { "m\($0)" })
+        // The slow member's queue overflowed: the oldest were dropped, and counted.
+        #expect(await receiver.droppedForSlowMembers >= 150)
+        try await Task.sleep(for: .milliseconds(300))
+        let slow = slowSeen.messages("slow")
+        #expect(!slow.isEmpty && slow.last.map { $0.hasPrefix("m1") } == true)
+        try await receiver.leave(Room("r"), member: "slow")
+        run.cancel()
+    }
+}
