@@ -75,7 +75,7 @@ let package = Package(
         ),
         .target(
             name: "PorticoRelay",
-            dependencies: ["PorticoRESP", nio("NIOCore"), nio("NIOConcurrencyHelpers"), logging, lifecycle],
+            dependencies: ["PorticoRESP", nio("NIOCore"), nio("NIOConcurrencyHelpers"), logging, lifecycle, metrics],
             swiftSettings: settings
         ),
         // test support (not a product)
@@ -94,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "ChatNode",
             dependencies: [
-                "PorticoRelay", "PorticoRESP", argumentParser, logging, lifecycle,
+                "PorticoRelay", "PorticoRESP", argumentParser, logging, lifecycle, metrics, prometheus,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket"), nio("NIOConcurrencyHelpers"),
             ],

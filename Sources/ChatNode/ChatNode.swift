@@ -1,9 +1,11 @@
 import ArgumentParser
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import PorticoRESP
 import PorticoRelay
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -38,6 +40,7 @@ struct ChatNodeCommand: AsyncParsableCommand {
     func run() async throws {
         let nodeId = self.nodeId ?? hostName()
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        MetricsSystem.bootstrap(PrometheusMetricsFactory())
         var logger = Logger(label: "portico.chat")
         logger[metadataKey: "portico.node"] = "\(nodeId)"
         guard let colon = self.listen.lastIndex(of: ":"),

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -6,6 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 import PorticoRelay
+import Prometheus
 import ServiceLifecycle
 
 /// The chat node's HTTP and WebSocket server. On graceful shutdown it stops accepting, sends Close 1012 to
@@ -162,32 +164,19 @@ final class ChatHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             case "/metrics":
                 let stats = self.server.stats
-                let server = self.server
-                let keepAlive = head.isKeepAlive
-                let promise = context.eventLoop.makePromise(of: Int.self)
-                promise.completeWithTask { await server.relay.lost }
-                promise.futureResult.assumeIsolated().whenSuccess { lost in
-                    let text = """
-                        # TYPE chat_connections gauge
-                        chat_connections{node="\(server.node)"} \(stats.connections.current)
-                        # TYPE chat_messages_in_total counter
-                        chat_messages_in_total{node="\(server.node)"} \(stats.messagesIn.current)
-                        # TYPE chat_messages_out_total counter
-                        chat_messages_out_total{node="\(server.node)"} \(stats.messagesOut.current)
-                        # TYPE chat_messages_dropped_total counter
-                        chat_messages_dropped_total{node="\(server.node)"} \(stats.dropped.current)
-                        # TYPE relay_lost_messages_total counter
-                        relay_lost_messages_total{node="\(server.node)"} \(lost)
-
-                        """
-                    self.respond(
-                        .ok,
-                        type: "text/plain; version=0.0.4",
-                        body: text,
-                        keepAlive: keepAlive,
-                        context: context
-                    )
-                }
+                let node = self.server.node
+                Gauge(label: "chat_connections", dimensions: [("node", node)]).record(stats.connections.current)
+                Gauge(label: "chat_messages_in", dimensions: [("node", node)]).record(stats.messagesIn.current)
+                Gauge(label: "chat_messages_out", dimensions: [("node", node)]).record(stats.messagesOut.current)
+                Gauge(label: "chat_messages_dropped", dimensions: [("node", node)]).record(stats.dropped.current)
+                let text = PrometheusMetricsFactory.defaultRegistry.emitToString()
+                self.respond(
+                    .ok,
+                    type: "text/plain; version=0.0.4",
+                    body: text,
+                    keepAlive: head.isKeepAlive,
+                    context: context
+                )
             default:
                 self.respond(
                     .notFound,

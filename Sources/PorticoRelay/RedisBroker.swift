@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -96,6 +97,8 @@ public actor RedisBroker: Broker, Service {
             self.outbox.removeFirst()
             self.outboxRooms.removeFirst()
             self.dropped += 1
+            Counter(label: "portico_relay_dropped_publishes_total", dimensions: [("node", self.configuration.node)])
+                .increment()
             if self.dropped == 1 || self.dropped % 1000 == 0 {
                 self.logger.warning(
                     "relay publish buffer full: dropping oldest",
@@ -200,6 +203,8 @@ public actor RedisBroker: Broker, Service {
             await self.disconnect()
             attempt += 1
             self.reconnects += 1
+            Counter(label: "portico_relay_reconnects_total", dimensions: [("node", self.configuration.node)])
+                .increment()
             // Exponential backoff with full jitter: 100 ms doubling to 5 s.
             let ceiling = min(5_000, 100 * (1 << min(attempt, 6)))
             try? await Task.sleep(for: .milliseconds(Int.random(in: ceiling / 2...ceiling)))
@@ -292,6 +297,8 @@ public actor RedisBroker: Broker, Service {
     private func setState(_ state: State) {
         guard state != self.state else { return }
         self.state = state
+        Gauge(label: "portico_relay_connected", dimensions: [("node", self.configuration.node)])
+            .record(state == .connected ? 1 : 0)
         self.stateContinuation.yield(state)
     }
 

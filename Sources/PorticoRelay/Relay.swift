@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -37,8 +38,10 @@ public actor Relay {
     }
 
     /// Per-member queues of members that joined with an async delivery.
-    private var queues: [MemberRoom: (continuation: AsyncStream<ByteBuffer>.Continuation, consumer: Task<Void, Never>)] = [:]
+    private var queues:
+        [MemberRoom: (continuation: AsyncStream<ByteBuffer>.Continuation, consumer: Task<Void, Never>)] = [:]
     private let slowMemberDrops = DropCounter()
+    private let lostCounter: Counter
 
     /// - Parameters:
     ///   - node: this node's id, unique in the cluster.
@@ -49,6 +52,7 @@ public actor Relay {
         self.broker = broker
         self.logger = logger
         self.epoch = UInt64.random(in: 1...UInt64.max)
+        self.lostCounter = Counter(label: "portico_relay_lost_messages_total", dimensions: [("node", node)])
     }
 
     /// Adds `member` to `room`; the first local member subscribes this node to the room.
@@ -85,7 +89,10 @@ public actor Relay {
         }
         let drops = self.slowMemberDrops
         try await self.join(room, member: member) { payload in
-            if case .dropped = continuation.yield(payload) { drops.add() }
+            if case .dropped = continuation.yield(payload) {
+                drops.add()
+                Counter(label: "portico_relay_slow_member_drops_total").increment()
+            }
         }
         self.queues[MemberRoom(member: member, room: room)] = (continuation, consumer)
     }
@@ -174,6 +181,7 @@ public actor Relay {
             let gap = envelope.sequence - last.sequence - 1
             if gap > 0 {
                 self.lost += Int(gap)
+                self.lostCounter.increment(by: Int64(gap))
                 self.logger.warning(
                     "relay lost messages",
                     metadata: [
