@@ -102,7 +102,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "PorticoBench",
-            dependencies: [argumentParser, nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers")],
+            dependencies: [
+                "PorticoRelay", "PorticoRESP", argumentParser, nio("NIOCore"), nio("NIOPosix"),
+                nio("NIOConcurrencyHelpers"),
+            ],
             swiftSettings: settings
         ),
         .testTarget(name: "PorticoConfigTests", dependencies: ["PorticoConfig", yams], swiftSettings: settings),

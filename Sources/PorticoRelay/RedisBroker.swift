@@ -65,6 +65,8 @@ public actor RedisBroker: Broker, Service {
     /// The outbox holds publishes from an outage: before flushing them, give the other nodes time to
     /// resubscribe (pub/sub keeps nothing for absent subscribers).
     private var outboxFromOutage = false
+    /// Publishers waiting for room in the outbox.
+    private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
     public private(set) var state: State = .connecting
     /// Publishes dropped because the buffer was full while Redis was away.
     public private(set) var dropped = 0
@@ -93,6 +95,11 @@ public actor RedisBroker: Broker, Service {
     // MARK: Broker
 
     public func publish(_ envelope: Envelope) async throws {
+        // Connected: a full outbox makes the publisher wait (backpressure). Only while Redis is away does a
+        // full buffer drop, oldest first.
+        while self.outbox.count >= self.configuration.publishBufferLimit, self.publisher?.isActive == true {
+            await withCheckedContinuation { self.spaceWaiters.append($0) }
+        }
         if self.outbox.count >= self.configuration.publishBufferLimit {
             self.outbox.removeFirst()
             self.outboxRooms.removeFirst()
@@ -270,7 +277,14 @@ public actor RedisBroker: Broker, Service {
         for command in commands { _ = try await command.get() }
     }
 
+    private func wakePublishers() {
+        let waiters = self.spaceWaiters
+        self.spaceWaiters = []
+        for waiter in waiters { waiter.resume() }
+    }
+
     private func disconnect() async {
+        self.wakePublishers()  // they re-check: with Redis away, the outbox buffers (and drops when full)
         await self.subscriber?.close()
         await self.publisher?.close()
         self.subscriber = nil
@@ -313,7 +327,10 @@ public actor RedisBroker: Broker, Service {
     /// Sends the outbox in order, pipelined in batches; on failure the unconfirmed rest stays for the next
     /// connection (a re-sent message is dropped by receivers as a duplicate: sequences make it exactly once).
     private func pump() async {
-        defer { self.pumping = false }
+        defer {
+            self.pumping = false
+            self.wakePublishers()
+        }
         if self.outboxFromOutage {
             self.outboxFromOutage = false
             await self.waitForSubscribers(of: Set(self.outboxRooms), upTo: .seconds(5))
@@ -333,6 +350,7 @@ public actor RedisBroker: Broker, Service {
             }
             self.outbox.removeFirst(count)
             self.outboxRooms.removeFirst(count)
+            self.wakePublishers()
         }
     }
 }

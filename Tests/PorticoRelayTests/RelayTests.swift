@@ -112,6 +112,34 @@ func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) 
 }
 
 @Suite(.serialized) struct RedisRelayFaultTests {
+    @Test func aFullOutboxMakesPublishersWaitWhileConnected() async throws {
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        var small = RedisBroker.Configuration(url: redis.url, node: "a")
+        small.publishBufferLimit = 10
+        let a = RedisBroker(configuration: small)
+        let b = RedisBroker(configuration: .init(url: redis.url, node: "b"))
+        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
+        let relayA = Relay(node: "a", broker: a)
+        let relayB = Relay(node: "b", broker: b)
+        let run = Task { await relayB.run() }
+        let inboxes = Inboxes()
+        try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
+        #expect(
+            await eventually {
+                let first = await a.isHealthy
+                let second = await b.isHealthy
+                return first && second
+            }
+        )
+        for index in 0..<2_000 { try await relayA.broadcast(ByteBuffer(string: "\(index)"), to: Room("r")) }
+        #expect(await eventually { inboxes.messages("b1").count == 2_000 })
+        #expect(await a.dropped == 0)  // backpressure, not loss
+        #expect(await relayB.lost == 0)
+        run.cancel()
+        for task in tasks { task.cancel() }
+    }
+
     @Test func redisRestartMidStreamResumesAndFlushesBufferedPublishes() async throws {
         let redis = try await RedisServer.start()
         let port = redis.port

@@ -1,0 +1,94 @@
+import ArgumentParser
+import NIOConcurrencyHelpers
+import NIOCore
+import PorticoRESP
+import PorticoRelay
+
+/// Cross-node delivery through a real Redis: one relay publishes into a room at full speed (pipelined),
+/// another relay's member receives. Reports messages/s, delivery latency percentiles, and counts of missing
+/// and duplicate messages (both must be 0).
+struct RelayBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Cross-node messages/s and delivery latency through Redis (two relays in this process)."
+    )
+
+    @Option(help: "Redis URL.")
+    var redis: String = "redis://127.0.0.1:6379"
+
+    @Option(help: "Messages to send.")
+    var messages: Int = 100_000
+
+    @Option(help: "Payload size in bytes (at least 16).")
+    var size: Int = 64
+
+    @Option(help: "Messages per second to send; 0 sends as fast as the relay takes them.")
+    var rate: Int = 0
+
+    func run() async throws {
+        guard let url = RedisURL(self.redis) else { throw ValidationError("--redis: expected redis://host:port") }
+        let sender = RedisBroker(configuration: .init(url: url, node: "bench-sender"))
+        let receiver = RedisBroker(configuration: .init(url: url, node: "bench-receiver"))
+        let tasks = [Task { try? await sender.run() }, Task { try? await receiver.run() }]
+        let relayA = Relay(node: "bench-sender", broker: sender)
+        let relayB = Relay(node: "bench-receiver", broker: receiver)
+        let runB = Task { await relayB.run() }
+        while true {
+            let ready = await sender.isHealthy
+            let alsoReady = await receiver.isHealthy
+            if ready && alsoReady { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+
+        let received = NIOLockedValueBox((count: 0, duplicates: 0, latencies: [Int](), seen: Set<Int>()))
+        try await relayB.join(Room("bench"), member: "sink") { payload in
+            var payload = payload
+            guard let sequence = payload.readInteger(as: UInt64.self), let sentAt = payload.readInteger(as: UInt64.self)
+            else { return }
+            let latency = Int((NIODeadline.now().uptimeNanoseconds - sentAt) / 1000)
+            received.withLockedValue {
+                if $0.seen.insert(Int(sequence)).inserted {
+                    $0.count += 1
+                    $0.latencies.append(latency)
+                } else {
+                    $0.duplicates += 1
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))  // the subscription is in place
+        let padding = [UInt8](repeating: 0x2A, count: max(0, self.size - 16))
+        let started = ContinuousClock.now
+        for sequence in 0..<self.messages {
+            var payload = ByteBuffer()
+            payload.writeInteger(UInt64(sequence))
+            payload.writeInteger(NIODeadline.now().uptimeNanoseconds)
+            payload.writeBytes(padding)
+            try await relayA.broadcast(payload, to: Room("bench"))
+            if self.rate > 0, sequence % 100 == 99 {
+                let due = started + .seconds(Double(sequence + 1) / Double(self.rate))
+                if due > ContinuousClock.now { try await Task.sleep(until: due) }
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while received.withLockedValue({ $0.count }) < self.messages && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let elapsed = ContinuousClock.now - started
+        let result = received.withLockedValue { $0 }
+        var latencies = result.latencies
+        latencies.sort()
+        func percentile(_ p: Double) -> Double {
+            latencies.isEmpty ? 0 : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000
+        }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print(
+            "relay redis=\(url) messages=\(self.messages) size=\(self.size)B rate=\(self.rate == 0 ? "max" : "\(self.rate)/s")"
+        )
+        print(
+            "messages/s=\(Int(Double(result.count) / seconds)) p50=\(percentile(0.5))ms p99=\(percentile(0.99))ms "
+                + "missing=\(self.messages - result.count) duplicates=\(result.duplicates) lost=\(await relayB.lost)"
+        )
+        runB.cancel()
+        for task in tasks { task.cancel() }
+    }
+}
