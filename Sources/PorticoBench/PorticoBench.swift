@@ -9,7 +9,7 @@ struct PorticoBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "portico-bench",
         abstract: "Load generators for WebSocket workloads; plain HTTP load uses wrk.",
-        subcommands: [WebSocketEcho.self, RelayBenchmark.self]
+        subcommands: [WebSocketEcho.self, WebSocketIdle.self, RelayBenchmark.self]
     )
 }
 

@@ -1,0 +1,117 @@
+import ArgumentParser
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Opens N WebSockets (100 handshakes in flight at a time), reports handshakes/s and their latency, then
+/// holds them open for `--hold` seconds (for measuring a proxy's memory per idle socket) and closes them.
+struct WebSocketIdle: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ws-idle",
+        abstract: "Open N WebSockets, report handshakes/s and p99, hold them idle, close them."
+    )
+
+    @Option(help: "Target host:port (loopback).")
+    var target: String = "127.0.0.1:8080"
+
+    @Option(help: "Request path of the WebSocket endpoint.")
+    var path: String = "/ws"
+
+    @Option(help: "Sockets to open.")
+    var connections: Int = 1_000
+
+    @Option(help: "Seconds to hold them open.")
+    var hold: Int = 5
+
+    func run() async throws {
+        guard let colon = self.target.lastIndex(of: ":"),
+            let port = Int(self.target[self.target.index(after: colon)...])
+        else { throw ValidationError("--target: expected host:port") }
+        let host = String(self.target[..<colon])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let request =
+            "GET \(self.path) HTTP/1.1\r\nHost: \(host)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        let channels = NIOLockedValueBox<[any Channel]>([])
+        let latencies = NIOLockedValueBox<[Int]>([])
+        let failures = NIOLockedValueBox(0)
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            var next = 0
+            func launch() {
+                guard next < self.connections else { return }
+                next += 1
+                tasks.addTask {
+                    let began = NIODeadline.now()
+                    let answered = group.next().makePromise(of: Bool.self)
+                    do {
+                        let channel = try await ClientBootstrap(group: group)
+                            .channelInitializer { channel in
+                                channel.eventLoop.makeCompletedFuture {
+                                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(answered: answered))
+                                }
+                            }
+                            .connect(host: host, port: port).get()
+                        try await channel.writeAndFlush(ByteBuffer(string: request))
+                        if try await answered.futureResult.get() {
+                            latencies.withLockedValue { $0.append(Int((NIODeadline.now() - began).nanoseconds / 1000)) }
+                            channels.withLockedValue { $0.append(channel) }
+                        } else {
+                            failures.withLockedValue { $0 += 1 }
+                            channel.close(promise: nil)
+                        }
+                    } catch {
+                        answered.fail(error)
+                        failures.withLockedValue { $0 += 1 }
+                    }
+                }
+            }
+            for _ in 0..<min(100, self.connections) { launch() }
+            while try await tasks.next() != nil { launch() }
+        }
+        let elapsed = ContinuousClock.now - started
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        var sorted = latencies.withLockedValue { $0 }
+        sorted.sort()
+        let p99 = sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]) / 1000
+        let open = channels.withLockedValue { $0.count }
+        print("ws-idle target=\(self.target) connections=\(self.connections)")
+        print(
+            "handshakes/s=\(Int(Double(open) / seconds)) p99=\(p99)ms open=\(open) failures=\(failures.withLockedValue { $0 })"
+        )
+        try await Task.sleep(for: .seconds(self.hold))
+        for channel in channels.withLockedValue({ $0 }) { channel.close(promise: nil) }
+        try await group.shutdownGracefully()
+        if failures.withLockedValue({ $0 }) > 0 { throw ExitCode(1) }
+    }
+}
+
+/// Completes `answered` with whether the handshake got a 101, then ignores everything else.
+private final class HandshakeWatcher: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let answered: EventLoopPromise<Bool>
+    private var head = ByteBuffer()
+    private var done = false
+
+    init(answered: EventLoopPromise<Bool>) {
+        self.answered = answered
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.done else { return }
+        var buffer = Self.unwrapInboundIn(data)
+        self.head.writeBuffer(&buffer)
+        guard self.head.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) != nil else { return }
+        self.done = true
+        self.answered.succeed(self.head.readableBytesView.starts(with: Array("HTTP/1.1 101".utf8)))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !self.done { self.answered.succeed(false) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
