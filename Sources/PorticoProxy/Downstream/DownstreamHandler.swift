@@ -600,19 +600,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 }
                 exchange.upgraded = true
                 exchange.responseStatus = head.status
-                var downstreamHead = head.downstreamHead(
-                    version: exchange.head.version,
-                    closing: false,
-                    requestID: exchange.requestID
-                )
-                self.addStickyCookie(to: &downstreamHead, exchange: exchange)
-                if self.scheme == "https", let hsts = exchange.route.hsts,
-                    !downstreamHead.headers.contains(name: "strict-transport-security")
-                {
-                    downstreamHead.headers.add(name: "strict-transport-security", value: hsts)
-                }
-                self.responseInProgress = true
-                context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
+                self.writeResponseHead(head, for: exchange, closing: false, context: context)
                 return
             }
             // A refused handshake: the parser stopped after it, so the connection ends with this response.
@@ -637,19 +625,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 version.major == 1 && version.minor == 0 && !isHEAD
                 && !head.headers.contains(name: "content-length") && head.status.mayHaveResponseBody
             if !exchange.keepAlive || http10NeedsClose { exchange.closeAfterResponse = true }
-            var downstreamHead = head.downstreamHead(
-                version: version,
-                closing: exchange.closeAfterResponse,
-                requestID: exchange.requestID
-            )
-            self.addStickyCookie(to: &downstreamHead, exchange: exchange)
-            if self.scheme == "https", let hsts = exchange.route.hsts,
-                !downstreamHead.headers.contains(name: "strict-transport-security")
-            {
-                downstreamHead.headers.add(name: "strict-transport-security", value: hsts)
-            }
-            self.responseInProgress = true
-            context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
+            self.writeResponseHead(head, for: exchange, closing: exchange.closeAfterResponse, context: context)
         case .body(let buffer):
             exchange.responseBytes += buffer.readableBytes
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -739,6 +715,28 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             downstreamChannel.close(promise: nil)
             upstreamChannel.close(promise: nil)
         }
+    }
+
+    /// Sends the backend's response head downstream: hop-by-hop headers gone, sticky cookie and HSTS added.
+    private func writeResponseHead(
+        _ head: HTTPResponseHead,
+        for exchange: Exchange,
+        closing: Bool,
+        context: ChannelHandlerContext
+    ) {
+        var downstreamHead = head.downstreamHead(
+            version: exchange.head.version,
+            closing: closing,
+            requestID: exchange.requestID
+        )
+        self.addStickyCookie(to: &downstreamHead, exchange: exchange)
+        if self.scheme == "https", let hsts = exchange.route.hsts,
+            !downstreamHead.headers.contains(name: "strict-transport-security")
+        {
+            downstreamHead.headers.add(name: "strict-transport-security", value: hsts)
+        }
+        self.responseInProgress = true
+        context.write(Self.wrapOutboundOut(.head(downstreamHead)), promise: nil)
     }
 
     /// Pins the client to the backend that answered, unless its cookie already named that backend.
