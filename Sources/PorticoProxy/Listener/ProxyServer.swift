@@ -90,11 +90,6 @@ public final class ProxyServer: Service, Sendable {
         }
     }
 
-    /// Addresses the listeners are bound to now.
-    public var listenerAddresses: [SocketAddress] {
-        self.listeners.withLockedValue { $0.values.compactMap(\.localAddress) }
-    }
-
     /// Closes every listener; connections already accepted go on until they end.
     public func stop() async {
         let channels = self.listeners.withLockedValue { listeners in

@@ -32,13 +32,6 @@ public final class RuntimeState: Sendable {
             return state
         }
     }
-
-    /// Forgets backends that no snapshot uses any more (after they have drained).
-    func retain(only keep: Set<ObjectIdentifier>) {
-        self.backends.withLockedValue { states in
-            states = states.filter { keep.contains(ObjectIdentifier($0.value)) || $0.value.activeConnections > 0 }
-        }
-    }
 }
 
 /// A pool's run-time state: paused or not, and the requests held while it has no usable backend.

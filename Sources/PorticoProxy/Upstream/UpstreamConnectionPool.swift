@@ -50,11 +50,6 @@ final class UpstreamConnectionPool {
         self.idle[handler.backendKey] = list
     }
 
-    /// Number of idle connections parked for `backend` (tests and status).
-    func idleCount(_ backend: Backend) -> Int {
-        self.idle[Self.key(backend)]?.count ?? 0
-    }
-
     private func forget(_ handler: UpstreamHandler) {
         self.idle[handler.backendKey]?.removeAll { $0 === handler }
     }
