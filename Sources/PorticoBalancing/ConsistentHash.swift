@@ -72,6 +72,11 @@ struct ConsistentHashSelector: BackendSelector {
             if self.ring[middle] < point { low = middle + 1 } else { high = middle }
         }
         let capacity = self.capacity(isUsable: isUsable)
+        // The common case, the key's owner can take it, allocates nothing.
+        let owner = self.backends[Int(self.owners[low % self.ring.count])]
+        if isUsable(owner), capacity.map({ Double(self.load.active(owner)) < $0 * Double(owner.weight) }) ?? true {
+            return owner
+        }
         var firstUsable: Backend?
         var seen = Set<Int32>()
         for step in 0..<self.ring.count {

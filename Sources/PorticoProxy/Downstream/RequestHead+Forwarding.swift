@@ -112,6 +112,8 @@ private let hopByHopHeaders: Set<String> = [
     "proxy-authenticate", "proxy-authorization",
 ]
 
+private let hopByHopLengths = Set(hopByHopHeaders.map(\.utf8.count))
+
 /// Copies `headers` without hop-by-hop headers and without every header the `Connection` header names.
 func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: Set<String> = []) -> HTTPHeaders {
     var named: Set<String> = extra
@@ -121,6 +123,13 @@ func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: Set<String> = 
     var result = HTTPHeaders()
     result.reserveCapacity(headers.count + 4)
     for (name, value) in headers {
+        // Only names as long as one to remove are lowercased to be looked up: most headers pass without
+        // an allocation.
+        let length = name.utf8.count
+        if !hopByHopLengths.contains(length) && !named.contains(where: { $0.utf8.count == length }) {
+            result.add(name: name, value: value)
+            continue
+        }
         let lower = name.lowercased()
         if hopByHopHeaders.contains(lower) || named.contains(lower) { continue }
         result.add(name: name, value: value)
