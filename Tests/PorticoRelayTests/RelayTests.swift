@@ -16,15 +16,6 @@ final class Inboxes: Sendable {
     func messages(_ member: String) -> [String] { self.box.withLockedValue { $0[member] ?? [] } }
 }
 
-func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return await condition()
-}
-
 /// The same behaviour from every Broker: the relay on top must not care which one it has.
 @Suite(.serialized) struct BrokerConformanceTests {
     enum Kind: String, CaseIterable { case inProcess, redis }

@@ -12,7 +12,7 @@ import Glibc
 @Suite(.serialized) struct DiscoveryTests {
     /// Backends on 127.0.0.2 and 127.0.0.3 at one port, as replicas behind one DNS name would be.
     @Test func dnsRecordsBecomeBackendsAndLeavingOnesDrain() async throws {
-        let port = try deadPort()
+        let port = try freeLoopbackPort()
         let two = try await TestBackend.start(name: "two", host: "127.0.0.2", port: port)
         let three = try await TestBackend.start(name: "three", host: "127.0.0.3", port: port)
         let hosts = "/tmp/portico-hosts-\(UInt64.random(in: 0...UInt64.max))"

@@ -9,7 +9,7 @@ import Glibc
 
 @Suite struct FailureTests {
     @Test func retriesOnAnotherBackendWhenOneIsDown() async throws {
-        let dead = try deadPort()
+        let dead = try freeLoopbackPort()
         try await withBackends(["alive"]) { b in
             let yaml = """
                 listeners: [{ address: "LISTEN" }]
@@ -41,7 +41,7 @@ import Glibc
             pools:
               p:
                 retries: 2
-                backends: [{ address: "127.0.0.1:\(try deadPort())" }, { address: "127.0.0.1:\(try deadPort())" }]
+                backends: [{ address: "127.0.0.1:\(try freeLoopbackPort())" }, { address: "127.0.0.1:\(try freeLoopbackPort())" }]
             """
         try await withProxy(yaml) { proxy in
             let client = try await HTTPTestClient.connect(port: proxy.port)

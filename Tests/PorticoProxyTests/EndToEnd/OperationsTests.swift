@@ -359,7 +359,7 @@ import Testing
 
     @Test func reloadOpensAndClosesListeners() async throws {
         try await withBackends(["a"]) { b in
-            let extra = try deadPort()
+            let extra = try freeLoopbackPort()
             let base = """
                 listeners: [{ address: "LISTEN" }]
                 admin: { address: "ADMIN" }

@@ -33,8 +33,8 @@ final class RuntimeHarness: Sendable {
     /// Writes `yaml` (with LISTEN and ADMIN placeholders) to a temporary file and starts Portico on it.
     init(_ yaml: String, resolver: any NameResolver = SystemResolver()) async throws {
         _ = TestMetrics.registry
-        let listen = try deadPort()
-        let admin = try deadPort()
+        let listen = try freeLoopbackPort()
+        let admin = try freeLoopbackPort()
         self.path = "/tmp/portico-test-\(UInt64.random(in: 0...UInt64.max)).yml"
         try Self.write(yaml, listen: listen, admin: admin, to: self.path)
         let configuration = try PorticoConfiguration.load(path: self.path)
@@ -113,14 +113,4 @@ func withRuntime<T>(
         await harness.stop()
         throw error
     }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
 }

@@ -179,7 +179,7 @@ import Testing
     }
 
     @Test func stickyBackendGoneFallsBackToThePolicy() async throws {
-        let dead = try deadPort()
+        let dead = try freeLoopbackPort()
         try await withBackends(["a"]) { b in
             let yaml = """
                 listeners: [{ address: "LISTEN" }]
@@ -326,9 +326,8 @@ import Testing
                     )
                     #expect(client.status == (path == "/plain" ? 200 : 400))
                     if !early { try await client.sendRaw(smuggled) }
-                    // The proxy closes the connection after the refusal.
+                    // The proxy closes the connection after the refusal (receive times out, and throws, otherwise).
                     while try await client.receive() != nil {}
-                    #expect(!client.isActive || true)
                     await client.close()
                 }
                 try await Task.sleep(for: .milliseconds(100))
