@@ -52,12 +52,7 @@ public final class RedisConnection: Sendable {
                     try channel.pipeline.syncOperations.addHandler(RESPClientHandler())
                 }
             }
-        let channel: any Channel
-        if let address = try? SocketAddress(ipAddress: url.host, port: url.port) {
-            channel = try await bootstrap.connect(to: address).get()
-        } else {
-            channel = try await bootstrap.connect(host: url.host, port: url.port).get()
-        }
+        let channel = try await bootstrap.connect(hostOrAddress: url.host, port: url.port).get()
         let connection = RedisConnection(channel: channel, commandTimeout: commandTimeout)
         do {
             if let password = url.password {

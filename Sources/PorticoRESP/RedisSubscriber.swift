@@ -27,12 +27,7 @@ public final class RedisSubscriber: Sendable {
                     try channel.pipeline.syncOperations.addHandler(SubscriberHandler(onMessage: onMessage))
                 }
             }
-        let channel: any Channel
-        if let address = try? SocketAddress(ipAddress: url.host, port: url.port) {
-            channel = try await bootstrap.connect(to: address).get()
-        } else {
-            channel = try await bootstrap.connect(host: url.host, port: url.port).get()
-        }
+        let channel = try await bootstrap.connect(hostOrAddress: url.host, port: url.port).get()
         let subscriber = RedisSubscriber(channel: channel)
         if let password = url.password {
             do {

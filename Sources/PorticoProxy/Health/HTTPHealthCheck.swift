@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import PorticoConfig
+import PorticoRESP
 
 /// One active health check: `GET path` on a fresh connection; healthy when the status is in `expect_status`.
 /// Times out by itself.
@@ -35,11 +36,7 @@ struct HTTPHealthCheck: Sendable {
             }
         let channel: any Channel
         do {
-            if let ip = try? SocketAddress(ipAddress: address.host, port: address.port) {
-                channel = try await bootstrap.connect(to: ip).get()
-            } else {
-                channel = try await bootstrap.connect(host: address.host, port: address.port).get()
-            }
+            channel = try await bootstrap.connect(hostOrAddress: address.host, port: address.port).get()
         } catch {
             promise.fail(error)  // a promise must never be left unfulfilled
             throw error

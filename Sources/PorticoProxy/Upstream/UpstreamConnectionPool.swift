@@ -3,6 +3,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import PorticoBalancing
+import PorticoRESP
 
 /// Keep-alive connections to backends, for one event loop. Touched only on that loop, so it takes no locks.
 final class UpstreamConnectionPool {
@@ -11,8 +12,6 @@ final class UpstreamConnectionPool {
     private var idle: [String: [UpstreamHandler]] = [:]
     private let maxIdlePerBackend: Int
     private let idleTimeout: TimeAmount
-    /// Resolved addresses of IP-literal backends, so a connect skips the resolver.
-    private var addresses: [String: SocketAddress] = [:]
 
     /// - Parameters:
     ///   - eventLoop: the loop whose downstream connections use this pool.
@@ -76,17 +75,7 @@ final class UpstreamConnectionPool {
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler(backendKey: key))
                 }
             }
-        if let address = self.address(of: backend, key: key) {
-            return bootstrap.connect(to: address)
-        }
-        return bootstrap.connect(host: backend.host, port: backend.port)
-    }
-
-    private func address(of backend: Backend, key: String) -> SocketAddress? {
-        if let known = self.addresses[key] { return known }
-        guard let address = try? SocketAddress(ipAddress: backend.host, port: backend.port) else { return nil }
-        self.addresses[key] = address
-        return address
+        return bootstrap.connect(hostOrAddress: backend.host, port: backend.port)
     }
 
     /// The ``UpstreamHandler`` of a channel that ``connect(_:timeout:)`` opened; call on the loop.
