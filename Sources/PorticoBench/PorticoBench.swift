@@ -39,10 +39,7 @@ struct WebSocketEcho: AsyncParsableCommand {
     var threads: Int = 1
 
     func run() async throws {
-        guard let colon = self.target.lastIndex(of: ":"),
-            let port = Int(self.target[self.target.index(after: colon)...])
-        else { throw ValidationError("--target: expected host:port") }
-        let host = String(self.target[..<colon])
+        let (host, port) = try parseTarget(self.target)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         let results = NIOLockedValueBox(EchoResults())
         let running = ManagedFlag()
@@ -220,4 +217,12 @@ final class EchoClientHandler: ChannelInboundHandler {
         if self.running.isSet { self.local.errors += 1 }
         self.publish()
     }
+}
+
+/// `host:port` from `--target`.
+func parseTarget(_ target: String) throws -> (host: String, port: Int) {
+    guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]) else {
+        throw ValidationError("--target: expected host:port")
+    }
+    return (String(target[..<colon]), port)
 }

@@ -24,10 +24,7 @@ struct WebSocketIdle: AsyncParsableCommand {
     var hold: Int = 5
 
     func run() async throws {
-        guard let colon = self.target.lastIndex(of: ":"),
-            let port = Int(self.target[self.target.index(after: colon)...])
-        else { throw ValidationError("--target: expected host:port") }
-        let host = String(self.target[..<colon])
+        let (host, port) = try parseTarget(self.target)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let request =
             "GET \(self.path) HTTP/1.1\r\nHost: \(host)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
