@@ -31,6 +31,9 @@ struct ChatNodeCommand: AsyncParsableCommand {
     @Option(help: "Redis URL (redis://host:port); without it the node runs alone with the in-process broker.")
     var redis: String?
 
+    @Flag(help: "--redis is a node of a Redis Cluster: rooms become shard channels (SSUBSCRIBE/SPUBLISH).")
+    var redisCluster = false
+
     @Option(help: "Address the balancer should use for this node (announced in Redis with --service).")
     var advertise: String?
 
@@ -54,6 +57,7 @@ struct ChatNodeCommand: AsyncParsableCommand {
         if let redis = self.redis {
             guard let url = RedisURL(redis) else { throw ValidationError("--redis: expected redis://host:port") }
             var configuration = RedisBroker.Configuration(url: url, node: nodeId)
+            if self.redisCluster { configuration.mode = .cluster() }
             if let service = self.service {
                 configuration.service = service
                 configuration.advertise = self.advertise ?? self.listen
@@ -63,6 +67,7 @@ struct ChatNodeCommand: AsyncParsableCommand {
             services.append(redisBroker)
             health = { await redisBroker.isHealthy }
         } else {
+            if self.redisCluster { throw ValidationError("--redis-cluster needs --redis") }
             broker = InProcessBroker(node: nodeId)
         }
         let relay = Relay(node: nodeId, broker: broker, logger: logger)

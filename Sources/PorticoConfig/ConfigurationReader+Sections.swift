@@ -361,14 +361,16 @@ extension ConfigurationReader {
         }
         if let n = map["redis"] {
             let p = join(path, "redis")
-            if let m = self.mapping(n, at: p, allowed: ["url", "service"]),
+            if let m = self.mapping(n, at: p, allowed: ["url", "service", "cluster"]),
                 let url = self.required(m, "url", at: p, node: n).flatMap({ self.string($0, at: join(p, "url")) }),
                 let service = self.required(m, "service", at: p, node: n).flatMap({
                     self.string($0, at: join(p, "service"))
                 })
             {
                 if !url.hasPrefix("redis://") { self.fail(join(p, "url"), m["url"], "expected a redis:// URL") }
-                discovery.redis = DiscoveryConfiguration.Redis(url: url, service: service)
+                var redis = DiscoveryConfiguration.Redis(url: url, service: service)
+                if let c = m["cluster"], let v = self.bool(c, at: join(p, "cluster")) { redis.cluster = v }
+                discovery.redis = redis
             }
         }
         if discovery.dns == nil && discovery.redis == nil {

@@ -79,6 +79,8 @@ public struct DiscoveryConfiguration: Sendable, Equatable {
     public struct Redis: Sendable, Equatable {
         public var url: String
         public var service: String
+        /// `url` is a node of a Redis Cluster: every master is scanned.
+        public var cluster: Bool = false
     }
     public var dns: DNS?
     public var redis: Redis?

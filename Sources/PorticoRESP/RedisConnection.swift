@@ -14,6 +14,13 @@ public final class RedisConnection: Sendable {
     public struct ServerError: Error, Sendable, Equatable, CustomStringConvertible {
         public let message: String
         public var description: String { self.message }
+
+        public init(message: String) {
+            self.message = message
+        }
+
+        /// A Redis Cluster `MOVED` or `ASK`: the key's slot is served elsewhere.
+        public var isRedirection: Bool { Redirection(message: self.message) != nil }
     }
 
     /// The connection closed, or a reply did not come in time.
@@ -149,5 +156,22 @@ final class RESPClientHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+extension RedisConnection {
+    /// Every key matching `pattern`: `SCAN 0 MATCH pattern COUNT 1000` until the cursor comes back to 0.
+    public func scanKeys(matching pattern: String) async throws -> [String] {
+        var keys: [String] = []
+        var cursor = "0"
+        repeat {
+            let reply = try await self.send(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
+            guard case .array(let parts?) = reply, parts.count == 2, case .bulkString(let next?) = parts[0],
+                case .array(let found?) = parts[1]
+            else { throw ConnectionError(message: "unexpected SCAN reply") }
+            cursor = String(buffer: next)
+            for case .bulkString(let key?) in found { keys.append(String(buffer: key)) }
+        } while cursor != "0"
+        return keys
     }
 }

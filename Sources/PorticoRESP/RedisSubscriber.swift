@@ -2,10 +2,12 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// A Redis connection in pub/sub mode: messages of subscribed channels go to `onMessage`; SUBSCRIBE and
-/// UNSUBSCRIBE wait for their confirmations.
+/// A Redis connection in pub/sub mode: messages of subscribed channels (and shard channels) go to `onMessage`;
+/// SUBSCRIBE, SSUBSCRIBE and their opposites wait for their confirmations.
 public final class RedisSubscriber: Sendable {
     public typealias MessageHandler = @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
+    /// Redis ended a subscription on its own: a Redis Cluster shard lost the channel's slot.
+    public typealias UnsubscribeHandler = @Sendable (_ channel: String) -> Void
 
     private let channel: any Channel
 
@@ -18,13 +20,16 @@ public final class RedisSubscriber: Sendable {
         to url: RedisURL,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         connectTimeout: TimeAmount = .seconds(2),
+        onUnsubscribed: UnsubscribeHandler? = nil,
         onMessage: @escaping MessageHandler
     ) async throws -> RedisSubscriber {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(SubscriberHandler(onMessage: onMessage))
+                    try channel.pipeline.syncOperations.addHandler(
+                        SubscriberHandler(onMessage: onMessage, onUnsubscribed: onUnsubscribed)
+                    )
                 }
             }
         let channel = try await bootstrap.connect(hostOrAddress: url.host, port: url.port).get()
@@ -54,9 +59,21 @@ public final class RedisSubscriber: Sendable {
         _ = try await self.command(["UNSUBSCRIBE"] + channels, replies: channels.count)
     }
 
+    /// SSUBSCRIBE to shard `channels` (Redis Cluster; all in one slot, or Redis answers CROSSSLOT or MOVED).
+    public func ssubscribe(_ channels: [String]) async throws {
+        guard !channels.isEmpty else { return }
+        _ = try await self.command(["SSUBSCRIBE"] + channels, replies: channels.count)
+    }
+
+    public func sunsubscribe(_ channels: [String]) async throws {
+        guard !channels.isEmpty else { return }
+        _ = try await self.command(["SUNSUBSCRIBE"] + channels, replies: channels.count)
+    }
+
     private func command(_ arguments: [String], replies: Int) async throws -> [RESPValue] {
         let promise = self.channel.eventLoop.makePromise(of: [RESPValue].self)
         let command = SubscriberHandler.Command(
+            kind: arguments[0].lowercased(),
             arguments: arguments.map { ByteBuffer(string: $0) },
             replies: replies,
             promise: promise
@@ -81,6 +98,8 @@ private final class SubscriberHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     struct Command: Sendable {
+        /// The command's name in lower case: confirmations of (un)subscriptions carry it.
+        let kind: String
         let arguments: [ByteBuffer]
         let replies: Int
         let promise: EventLoopPromise<[RESPValue]>
@@ -88,19 +107,21 @@ private final class SubscriberHandler: ChannelDuplexHandler {
 
     private let reader = RESPReader()
     private let onMessage: RedisSubscriber.MessageHandler
+    private let onUnsubscribed: RedisSubscriber.UnsubscribeHandler?
     private var waiting = CircularBuffer<
-        (remaining: Int, replies: [RESPValue], promise: EventLoopPromise<[RESPValue]>)
+        (kind: String, remaining: Int, replies: [RESPValue], promise: EventLoopPromise<[RESPValue]>)
     >()
 
-    init(onMessage: @escaping RedisSubscriber.MessageHandler) {
+    init(onMessage: @escaping RedisSubscriber.MessageHandler, onUnsubscribed: RedisSubscriber.UnsubscribeHandler?) {
         self.onMessage = onMessage
+        self.onUnsubscribed = onUnsubscribed
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let command = Self.unwrapOutboundIn(data)
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RESPEncoder.encode(command.arguments, into: &buffer)
-        self.waiting.append((command.replies, [], command.promise))
+        self.waiting.append((command.kind, command.replies, [], command.promise))
         context.write(Self.wrapOutboundOut(buffer), promise: promise)
     }
 
@@ -108,13 +129,21 @@ private final class SubscriberHandler: ChannelDuplexHandler {
         do {
             try self.reader.feed(Self.unwrapInboundIn(data))
             while let reply = try self.reader.next() {
-                // RESP2 pub/sub: ["message", channel, payload] is a push; anything else answers a command.
-                if case .array(let parts?) = reply, parts.count == 3, case .bulkString(let kind?) = parts[0],
-                    kind.readableBytes == 7, String(buffer: kind) == "message",
-                    case .bulkString(let channel?) = parts[1], case .bulkString(let payload?) = parts[2]
+                // RESP2 pub/sub: ["message" or "smessage", channel, payload] is a push; so is an
+                // ["sunsubscribe", channel, count] nobody asked for (the shard lost the slot). Anything else
+                // answers the oldest command.
+                if case .array(let parts?) = reply, parts.count == 3, case .bulkString(let kindBytes?) = parts[0],
+                    case .bulkString(let channel?) = parts[1]
                 {
-                    self.onMessage(String(buffer: channel), payload)
-                    continue
+                    let kind = String(buffer: kindBytes)
+                    if kind == "message" || kind == "smessage", case .bulkString(let payload?) = parts[2] {
+                        self.onMessage(String(buffer: channel), payload)
+                        continue
+                    }
+                    if kind.hasSuffix("unsubscribe"), self.waiting.first?.kind != kind {
+                        self.onUnsubscribed?(String(buffer: channel))
+                        continue
+                    }
                 }
                 guard var waiter = self.waiting.popFirst() else { continue }
                 waiter.replies.append(reply)

@@ -6,7 +6,9 @@ import PorticoRESP
 import ServiceLifecycle
 
 /// A ``Broker`` over Redis pub/sub: one channel per room (docs/relay-protocol.md), a subscriber connection
-/// that follows local membership, and a publisher connection that pipelines.
+/// that follows local membership, and a publisher connection that pipelines. Over a Redis Cluster
+/// (``Configuration/Mode/cluster``) rooms are shard channels (SSUBSCRIBE/SPUBLISH routed by slot), with one
+/// subscriber connection per master that has rooms.
 ///
 /// A `Service`: `run()` owns both connections, reconnects with backoff and jitter, resubscribes every room,
 /// flushes publishes buffered meanwhile (bounded, oldest dropped first, every drop counted), keeps the node's
@@ -15,7 +17,17 @@ import ServiceLifecycle
 /// unhealthy until they flow again.
 public actor RedisBroker: Broker, Service {
     public struct Configuration: Sendable {
+        /// How the relay uses Redis.
+        public enum Mode: Sendable, Equatable {
+            /// One Redis (or a replica set behind one address): SUBSCRIBE and PUBLISH.
+            case standalone
+            /// A Redis Cluster, `url` one of its nodes (`seeds` more): sharded pub/sub.
+            case cluster(seeds: [RedisURL] = [])
+        }
+
+        /// Redis, or with ``Mode/cluster(seeds:)`` the first node to ask for the cluster's slot map.
         public var url: RedisURL
+        public var mode: Mode = .standalone
         public var node: String
         /// With `advertise`: announce this node for the balancer's Redis discovery under this service.
         public var service: String?
@@ -53,10 +65,8 @@ public actor RedisBroker: Broker, Service {
     private let stateContinuation: AsyncStream<State>.Continuation
     private let configuration: Configuration
     private let logger: Logger
-    private let probes = ProbeClock()
 
-    private var publisher: RedisConnection?
-    private var subscriber: RedisSubscriber?
+    private var link: (any RedisLink)?
     private var rooms: Set<Room> = []
     private var localPresence: [Room: Int] = [:]
     private var outbox = CircularBuffer<ByteBuffer>()
@@ -82,13 +92,15 @@ public actor RedisBroker: Broker, Service {
 
     /// Connected, and probes through Redis come back: the node can serve (its `/healthz` says so).
     public var isHealthy: Bool {
-        self.state == .connected && ContinuousClock.now - self.probes.last < self.configuration.probeTimeout
+        get async {
+            guard self.state == .connected, let link = self.link else { return false }
+            return await ContinuousClock.now - link.oldestProbe < self.configuration.probeTimeout
+        }
     }
 
     // MARK: Channel and key names (docs/relay-protocol.md)
 
     static func redisChannel(for room: Room) -> String { "portico:v1:room:\(room.name)" }
-    private var probeChannel: String { "portico:v1:probe:\(self.configuration.node)" }
     private var aliveKey: String { "portico:v1:alive:\(self.configuration.node)" }
     private static func presenceKey(_ room: Room) -> String { "portico:v1:presence:\(room.name)" }
 
@@ -97,7 +109,7 @@ public actor RedisBroker: Broker, Service {
     public func publish(_ envelope: Envelope) async throws {
         // Connected: a full outbox makes the publisher wait (backpressure). Only while Redis is away does a
         // full buffer drop, oldest first.
-        while self.outbox.count >= self.configuration.publishBufferLimit, self.publisher?.isActive == true {
+        while self.outbox.count >= self.configuration.publishBufferLimit, await self.link?.isActive == true {
             await withCheckedContinuation { self.spaceWaiters.append($0) }
         }
         if self.outbox.count >= self.configuration.publishBufferLimit {
@@ -113,7 +125,7 @@ public actor RedisBroker: Broker, Service {
                 )
             }
         }
-        if self.publisher?.isActive != true { self.outboxFromOutage = true }
+        if await self.link?.isActive != true { self.outboxFromOutage = true }
         self.outbox.append(envelope.encoded())
         self.outboxRooms.append(envelope.room)
         self.startPump()
@@ -121,29 +133,31 @@ public actor RedisBroker: Broker, Service {
 
     public func subscribe(_ room: Room) async throws {
         guard self.rooms.insert(room).inserted else { return }
-        try? await self.subscriber?.subscribe([Self.redisChannel(for: room)])
+        try? await self.link?.subscribe([Self.redisChannel(for: room)])
     }
 
     public func unsubscribe(_ room: Room) async throws {
         guard self.rooms.remove(room) != nil else { return }
-        try? await self.subscriber?.unsubscribe([Self.redisChannel(for: room)])
+        try? await self.link?.unsubscribe([Self.redisChannel(for: room)])
     }
 
     public func setPresence(_ room: Room, members: Int) async {
         self.localPresence[room] = members > 0 ? members : nil
-        guard let publisher = self.publisher else { return }
+        guard let link = self.link else { return }
+        let key = Self.presenceKey(room)
         if members > 0 {
-            _ = try? await publisher.send(["HSET", Self.presenceKey(room), self.configuration.node, "\(members)"])
+            _ = try? await link.send(["HSET", key, self.configuration.node, "\(members)"], key: key)
         } else {
-            _ = try? await publisher.send(["HDEL", Self.presenceKey(room), self.configuration.node])
+            _ = try? await link.send(["HDEL", key, self.configuration.node], key: key)
         }
     }
 
     public func presence(_ room: Room) async -> Int {
         let own = self.localPresence[room] ?? 0
-        guard let publisher = self.publisher,
-            case .array(let fields?) = try? await publisher.send(["HGETALL", Self.presenceKey(room)])
-        else { return own }
+        let key = Self.presenceKey(room)
+        guard let link = self.link, case .array(let fields?) = try? await link.send(["HGETALL", key], key: key) else {
+            return own
+        }
         var counts: [(node: String, count: Int)] = []
         var index = 0
         while index + 1 < fields.count {
@@ -155,33 +169,17 @@ public actor RedisBroker: Broker, Service {
         }
         guard !counts.isEmpty else { return own }
         // Only nodes whose heartbeat is alive count: a dead node's members disappear with its TTL.
-        guard
-            case .array(let alive?) = try? await publisher.send(["MGET"] + counts.map { "portico:v1:alive:\($0.node)" })
-        else { return own }
+        guard let alive = try? await link.exist(counts.map { "portico:v1:alive:\($0.node)" }) else { return own }
         var total = own
-        for (entry, flag) in zip(counts, alive) {
-            if case .bulkString(.some) = flag { total += entry.count }
-        }
+        for (entry, isAlive) in zip(counts, alive) where isAlive { total += entry.count }
         return total
     }
 
     public func liveNodes() async -> [String] {
-        guard let publisher = self.publisher else { return [self.configuration.node] }
-        var nodes: [String] = []
-        var cursor = "0"
-        repeat {
-            guard
-                case .array(let parts?)? = try? await publisher.send([
-                    "SCAN", cursor, "MATCH", "portico:v1:alive:*", "COUNT", "1000",
-                ]),
-                parts.count == 2, case .bulkString(let next?) = parts[0], case .array(let keys?) = parts[1]
-            else { break }
-            cursor = String(buffer: next)
-            for case .bulkString(let key?) in keys {
-                nodes.append(String(String(buffer: key).dropFirst("portico:v1:alive:".count)))
-            }
-        } while cursor != "0"
-        return nodes.sorted()
+        guard let link = self.link, let keys = try? await link.scan(match: "portico:v1:alive:*") else {
+            return [self.configuration.node]
+        }
+        return keys.map { String($0.dropFirst("portico:v1:alive:".count)) }.sorted()
     }
 
     // MARK: Connection lifecycle
@@ -221,26 +219,22 @@ public actor RedisBroker: Broker, Service {
     private func connect() async throws {
         let node = self.configuration.node
         let continuation = self.inboundContinuation
-        let probes = self.probes
-        let probeChannel = self.probeChannel
-        let subscriber = try await RedisSubscriber.connect(to: self.configuration.url) { channel, payload in
-            if channel == probeChannel {
-                probes.record()
-            } else if let envelope = Envelope(decoding: payload), envelope.origin != node {
-                continuation.yield(envelope)
-            }
+        let onMessage: InboundHandler = { _, payload in
+            if let envelope = Envelope(decoding: payload), envelope.origin != node { continuation.yield(envelope) }
         }
-        let publisher: RedisConnection
-        do {
-            publisher = try await RedisConnection.connect(to: self.configuration.url)
-        } catch {
-            await subscriber.close()
-            throw error
+        let link: any RedisLink
+        switch self.configuration.mode {
+        case .standalone:
+            link = try await StandaloneRedisLink.connect(url: self.configuration.url, node: node, onMessage: onMessage)
+        case .cluster(let seeds):
+            link = try await ClusterRedisLink.connect(
+                seeds: [self.configuration.url] + seeds,
+                node: node,
+                onMessage: onMessage
+            )
         }
-        self.subscriber = subscriber
-        self.publisher = publisher
-        try await subscriber.subscribe([probeChannel] + self.rooms.map { Self.redisChannel(for: $0) })
-        self.probes.record()
+        self.link = link
+        try await link.subscribe(self.rooms.map { Self.redisChannel(for: $0) })
         try await self.heartbeat()
         self.startPump()
     }
@@ -249,32 +243,32 @@ public actor RedisBroker: Broker, Service {
     private func supervise() async throws {
         while !Task.isCancelled {
             try await Task.sleep(for: self.configuration.heartbeat)
-            guard let publisher = self.publisher, publisher.isActive, self.subscriber?.isActive == true else {
+            guard let link = self.link, await link.isActive else {
                 throw RedisConnection.ConnectionError(message: "connection closed")
             }
             try await self.heartbeat()
-            _ = publisher.enqueue(["PUBLISH", self.probeChannel, "probe"].map { ByteBuffer(string: $0) })
-            if ContinuousClock.now - self.probes.last > self.configuration.probeTimeout {
+            try await link.sendProbes()
+            if await ContinuousClock.now - link.oldestProbe > self.configuration.probeTimeout {
                 throw RedisConnection.ConnectionError(message: "probes through Redis stopped coming back")
             }
         }
     }
 
     private func heartbeat() async throws {
-        guard let publisher = self.publisher else { return }
+        guard let link = self.link else { return }
         let ttl = "\(max(1, self.configuration.ttl.components.seconds))"
-        var commands: [EventLoopFuture<RESPValue>] = [
-            publisher.enqueue(["SET", self.aliveKey, "1", "EX", ttl].map { ByteBuffer(string: $0) })
-        ]
+        var commands: [(arguments: [String], key: String)] = [(["SET", self.aliveKey, "1", "EX", ttl], self.aliveKey)]
         if let service = self.configuration.service, let advertise = self.configuration.advertise {
             let key = "portico:v1:node:\(service):\(self.configuration.node)"
-            commands.append(publisher.enqueue(["SET", key, advertise, "EX", ttl].map { ByteBuffer(string: $0) }))
+            commands.append((["SET", key, advertise, "EX", ttl], key))
         }
         for (room, members) in self.localPresence {
-            let arguments = ["HSET", Self.presenceKey(room), self.configuration.node, "\(members)"]
-            commands.append(publisher.enqueue(arguments.map { ByteBuffer(string: $0) }))
+            let key = Self.presenceKey(room)
+            commands.append((["HSET", key, self.configuration.node, "\(members)"], key))
         }
-        for command in commands { _ = try await command.get() }
+        for case .error(let message) in try await link.send(commands) {
+            throw RedisConnection.ServerError(message: message)
+        }
     }
 
     private func wakePublishers() {
@@ -285,27 +279,47 @@ public actor RedisBroker: Broker, Service {
 
     private func disconnect() async {
         self.wakePublishers()  // they re-check: with Redis away, the outbox buffers (and drops when full)
-        await self.subscriber?.close()
-        await self.publisher?.close()
-        self.subscriber = nil
-        self.publisher = nil
+        await self.link?.close()
+        self.link = nil
     }
 
     /// An orderly shutdown: the announcement and presence go at once, not after the TTL.
     private func leave() async {
         self.setState(.disconnected("stopped"))
-        guard let connection = try? await RedisConnection.connect(to: self.configuration.url) else { return }
-        var keys = [self.aliveKey]
-        if let service = self.configuration.service {
-            keys.append("portico:v1:node:\(service):\(self.configuration.node)")
-        }
-        _ = try? await connection.send(["DEL"] + keys)
-        for room in self.localPresence.keys {
-            _ = try? await connection.send(["HDEL", Self.presenceKey(room), self.configuration.node])
-        }
-        await connection.close()
         await self.disconnect()
         self.inboundContinuation.finish()
+        let link: any RedisLink
+        switch self.configuration.mode {
+        case .standalone:
+            guard
+                let connected = try? await StandaloneRedisLink.connect(
+                    url: self.configuration.url,
+                    node: self.configuration.node,
+                    onMessage: { _, _ in }
+                )
+            else { return }
+            link = connected
+        case .cluster(let seeds):
+            guard
+                let connected = try? await ClusterRedisLink.connect(
+                    seeds: [self.configuration.url] + seeds,
+                    node: self.configuration.node,
+                    onMessage: { _, _ in }
+                )
+            else { return }
+            link = connected
+        }
+        var commands: [(arguments: [String], key: String)] = [(["DEL", self.aliveKey], self.aliveKey)]
+        if let service = self.configuration.service {
+            let key = "portico:v1:node:\(service):\(self.configuration.node)"
+            commands.append((["DEL", key], key))
+        }
+        for room in self.localPresence.keys {
+            let key = Self.presenceKey(room)
+            commands.append((["HDEL", key, self.configuration.node], key))
+        }
+        _ = try? await link.send(commands)
+        await link.close()
     }
 
     private func setState(_ state: State) {
@@ -319,7 +333,7 @@ public actor RedisBroker: Broker, Service {
     // MARK: Publishing
 
     private func startPump() {
-        guard !self.pumping, self.publisher != nil, !self.outbox.isEmpty else { return }
+        guard !self.pumping, self.link != nil, !self.outbox.isEmpty else { return }
         self.pumping = true
         Task { await self.pump() }
     }
@@ -335,16 +349,16 @@ public actor RedisBroker: Broker, Service {
             self.outboxFromOutage = false
             await self.waitForSubscribers(of: Set(self.outboxRooms), upTo: .seconds(5))
         }
-        while let publisher = self.publisher, publisher.isActive, !self.outbox.isEmpty {
+        while let link = self.link, await link.isActive, !self.outbox.isEmpty {
             let count = min(256, self.outbox.count)
-            var replies: [EventLoopFuture<RESPValue>] = []
-            replies.reserveCapacity(count)
+            var batch: [(channel: ByteBuffer, payload: ByteBuffer)] = []
+            batch.reserveCapacity(count)
             for index in 0..<count {
                 let channel = ByteBuffer(string: Self.redisChannel(for: self.outboxRooms[offset: index]))
-                replies.append(publisher.enqueue([ByteBuffer(string: "PUBLISH"), channel, self.outbox[offset: index]]))
+                batch.append((channel, self.outbox[offset: index]))
             }
             do {
-                for reply in replies { _ = try await reply.get() }
+                try await link.publish(batch)
             } catch {
                 return
             }
@@ -365,38 +379,23 @@ extension RedisBroker {
         // them two heartbeats before trusting the presence hash (a restarted Redis starts empty).
         let settle = started + self.configuration.heartbeat * 2
         for room in rooms {
-            while ContinuousClock.now < deadline, let publisher = self.publisher {
-                let expected = await self.nodesWithMembers(in: room, using: publisher)
-                let channel = Self.redisChannel(for: room)
-                guard case .array(let reply?)? = try? await publisher.send(["PUBSUB", "NUMSUB", channel]),
-                    reply.count == 2, case .integer(let subscribed) = reply[1]
-                else { break }
+            while ContinuousClock.now < deadline, let link = self.link {
+                let expected = await self.nodesWithMembers(in: room, using: link)
+                guard let subscribed = try? await link.subscribers(of: Self.redisChannel(for: room)) else { break }
                 if subscribed >= expected && ContinuousClock.now >= settle { break }
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }
     }
 
-    private func nodesWithMembers(in room: Room, using publisher: RedisConnection) async -> Int {
-        guard case .array(let fields?)? = try? await publisher.send(["HKEYS", Self.presenceKey(room)]) else { return 0 }
+    private func nodesWithMembers(in room: Room, using link: any RedisLink) async -> Int {
+        let key = Self.presenceKey(room)
+        guard case .array(let fields?)? = try? await link.send(["HKEYS", key], key: key) else { return 0 }
         let nodes = fields.compactMap { value -> String? in
             if case .bulkString(let node?) = value { return String(buffer: node) }
             return nil
         }
-        guard !nodes.isEmpty,
-            case .array(let alive?)? = try? await publisher.send(["MGET"] + nodes.map { "portico:v1:alive:\($0)" })
-        else { return 0 }
-        return alive.filter { if case .bulkString(.some) = $0 { true } else { false } }.count
+        guard let alive = try? await link.exist(nodes.map { "portico:v1:alive:\($0)" }) else { return 0 }
+        return alive.filter { $0 }.count
     }
-}
-
-/// When this node last heard its own probe back; written on the subscriber's event loop.
-final class ProbeClock: Sendable {
-    private let instant = NIOLockedValueBox(ContinuousClock.now)
-
-    func record() {
-        self.instant.withLockedValue { $0 = .now }
-    }
-
-    var last: ContinuousClock.Instant { self.instant.withLockedValue { $0 } }
 }

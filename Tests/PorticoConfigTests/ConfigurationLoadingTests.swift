@@ -79,6 +79,21 @@ import Testing
         #expect(api.discovery?.dns?.port == 9000)
     }
 
+    @Test func redisDiscoveryOnACluster() throws {
+        let yaml = """
+            listeners: [{ address: "127.0.0.1:8080" }]
+            routes: [{ pool: chat }]
+            pools:
+              chat:
+                discovery: { redis: { url: "redis://10.0.0.2:7000", service: chat, cluster: true } }
+            """
+        let config = try PorticoConfiguration.load(yaml: yaml)
+        #expect(config.pool(named: "chat")?.discovery?.redis?.cluster == true)
+        let errors = Self.errors(yaml.replacing("cluster: true", with: "cluster: sometimes"))
+        #expect(errors.map(\.path) == ["pools.chat.discovery.redis.cluster"])
+        #expect(errors.first?.line == 5)
+    }
+
     @Test func unknownKeyNamesPathAndPlace() {
         let yaml = """
             listeners:

@@ -210,6 +210,46 @@ final class Inboxes: Sendable {
         for task in tasks + runs { task.cancel() }
     }
 
+    @Test func aSubscriberOverItsOutputBufferLimitIsNoticedAndHealedWithTheLossCounted() async throws {
+        // A tiny pub/sub output buffer: Redis closes any subscriber that would have to hold more than 64 KiB.
+        let redis = try await RedisServer.start(extraArguments: ["--client-output-buffer-limit", "pubsub 64kb 0 0"])
+        defer { redis.stop() }
+        var configuration = RedisBroker.Configuration(url: redis.url, node: "b")
+        configuration.heartbeat = .milliseconds(200)
+        configuration.probeTimeout = .milliseconds(800)
+        let a = RedisBroker(configuration: .init(url: redis.url, node: "a"))
+        let b = RedisBroker(configuration: configuration)
+        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
+        let relayA = Relay(node: "a", broker: a)
+        let relayB = Relay(node: "b", broker: b)
+        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let inboxes = Inboxes()
+        try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
+        #expect(
+            await eventually {
+                let first = await a.isHealthy
+                let second = await b.isHealthy
+                return first && second
+            }
+        )
+        try await relayA.broadcast(ByteBuffer(string: "small"), to: Room("r"))
+        #expect(await eventually { inboxes.messages("b1") == ["small"] })
+        // One message of 1 MiB cannot fit: Redis cuts b's subscriber connection instead of delivering it.
+        try await relayA.broadcast(ByteBuffer(repeating: UInt8(ascii: "x"), count: 1 << 20), to: Room("r"))
+        #expect(
+            await eventually(timeout: .seconds(5)) {
+                let reconnected = await b.reconnects >= 1
+                let healthy = await b.isHealthy
+                return reconnected && healthy
+            }
+        )
+        try await relayA.broadcast(ByteBuffer(string: "after-heal"), to: Room("r"))
+        #expect(await eventually { inboxes.messages("b1").last == "after-heal" })
+        #expect(inboxes.messages("b1") == ["small", "after-heal"])
+        #expect(await relayB.lost == 1)  // the big message: detected by the sequence gap, not silent
+        for task in tasks + runs { task.cancel() }
+    }
+
     @Test func presenceFollowsLeavesAndExpiresWithTheHeartbeat() async throws {
         let redis = try await RedisServer.start()
         defer { redis.stop() }

@@ -23,51 +23,91 @@ public struct RedisDiscovery: Service {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            var connections: [String: RedisConnection] = [:]
+            var sources: [String: AnnouncementSource] = [:]
             while !Task.isCancelled {
                 let configuration = await self.reloader.baseConfiguration
                 for pool in configuration.pools {
                     guard let redis = pool.discovery?.redis, let url = RedisURL(redis.url) else { continue }
+                    let name = "\(redis.cluster ? "cluster" : "single") \(redis.url)"
                     do {
-                        let connection: RedisConnection
-                        if let existing = connections[redis.url], existing.isActive {
-                            connection = existing
+                        let source: AnnouncementSource
+                        if let existing = sources[name], await existing.isActive {
+                            source = existing
                         } else {
-                            connection = try await RedisConnection.connect(to: url)
-                            connections[redis.url] = connection
+                            await sources[name]?.close()
+                            source =
+                                redis.cluster
+                                ? .cluster(try await RedisClusterClient.connect(seeds: [url]))
+                                : .single(try await RedisConnection.connect(to: url))
+                            sources[name] = source
                         }
-                        let backends = try await Self.nodes(of: redis.service, on: connection)
+                        let backends = try await Self.nodes(of: redis.service, from: source)
                         await self.reloader.discovered(backends, pool: pool.name, source: "redis")
                     } catch {
                         self.logger.warning(
                             "Redis discovery failed; keeping the last known nodes",
                             metadata: ["portico.pool": "\(pool.name)", "portico.error": "\(error)"]
                         )
-                        await connections.removeValue(forKey: redis.url)?.close()
+                        await sources.removeValue(forKey: name)?.close()
                     }
                 }
                 try? await Task.sleep(for: self.interval)
             }
-            for connection in connections.values { await connection.close() }
+            for source in sources.values { await source.close() }
+        }
+    }
+
+    /// Where announcements are read: one Redis, or every master of a Redis Cluster.
+    enum AnnouncementSource: Sendable {
+        case single(RedisConnection)
+        case cluster(RedisClusterClient)
+
+        var isActive: Bool {
+            get async {
+                switch self {
+                case .single(let connection): connection.isActive
+                case .cluster(let client): await client.isActive
+                }
+            }
+        }
+
+        func close() async {
+            switch self {
+            case .single(let connection): await connection.close()
+            case .cluster(let client): await client.close()
+            }
+        }
+
+        /// Keys matching `pattern` on every node that holds keys.
+        func scan(_ pattern: String) async throws -> [String] {
+            switch self {
+            case .single(let connection): try await connection.scanKeys(matching: pattern)
+            case .cluster(let client): try await client.scanKeys(matching: pattern)
+            }
+        }
+
+        /// The values of `keys` (null bulk strings for missing ones), in order.
+        func values(_ keys: [String]) async throws -> [RESPValue] {
+            switch self {
+            case .single(let connection):
+                guard case .array(let values?) = try await connection.send(["MGET"] + keys) else { return [] }
+                return values
+            case .cluster(let client):
+                // Keys of different slots cannot share an MGET: one pipelined GET each, to its slot's master.
+                return try await client.sendBatch(
+                    keys.map { (["GET", $0].map { ByteBuffer(string: $0) }, RedisClusterSlot.of($0)) }
+                )
+            }
         }
     }
 
     /// Every node announced for `service`, as backends sorted by id.
-    static func nodes(of service: String, on connection: RedisConnection) async throws -> [BackendConfiguration] {
+    static func nodes(of service: String, from source: AnnouncementSource) async throws -> [BackendConfiguration] {
         let prefix = Self.keyPrefix(service: service)
-        var keys: [String] = []
-        var cursor = "0"
-        repeat {
-            let reply = try await connection.send(["SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"])
-            guard case .array(let parts?) = reply, parts.count == 2, case .bulkString(let next?) = parts[0],
-                case .array(let found?) = parts[1]
-            else { throw RedisConnection.ConnectionError(message: "unexpected SCAN reply") }
-            cursor = String(buffer: next)
-            for case .bulkString(let key?) in found { keys.append(String(buffer: key)) }
-        } while cursor != "0"
+        let keys = try await source.scan(prefix + "*")
         guard !keys.isEmpty else { return [] }
-        let values = try await connection.send(["MGET"] + keys)
-        guard case .array(let addresses?) = values, addresses.count == keys.count else { return [] }
+        let addresses = try await source.values(keys)
+        guard addresses.count == keys.count else { return [] }
         var backends: [BackendConfiguration] = []
         for (key, value) in zip(keys, addresses) {
             guard case .bulkString(let buffer?) = value, let address = HostPort(parsing: String(buffer: buffer)),

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import PorticoProxy
+import PorticoRESP
 import PorticoTestSupport
 import Testing
 
@@ -115,6 +116,123 @@ import Testing
         #expect(welcome["node"] as? String != leaving.node)
         for entry in clients { await entry.client.close() }
         await again.close()
+        discovery.cancel()
+        await portico.stop()
+    }
+
+    /// Three portico-chat processes on a 3-master Redis Cluster (`--redis-cluster`): rooms whose shard
+    /// channels live on different masters carry messages between processes exactly once, member counts are
+    /// cluster-wide, and a killed node's members stop counting once its heartbeat expires.
+    @Test func chatNodesOnARedisClusterCarryRoomsAcrossShards() async throws {
+        let chat = builtProductsDirectory() + "/portico-chat"
+        guard FileManager.default.isExecutableFile(atPath: chat) else {
+            Issue.record("build portico-chat first (swift build): \(chat)")
+            return
+        }
+        let cluster = try await RedisClusterServers.start()
+        defer { cluster.stop() }
+        var nodes: [ChildProcess] = []
+        var ports: [Int] = []
+        for index in 1...3 {
+            let port = try freeLoopbackPort()
+            ports.append(port)
+            let seed = cluster.nodes[index - 1].port
+            nodes.append(
+                try ChildProcess.start(
+                    chat,
+                    [
+                        "--listen", "127.0.0.1:\(port)", "--node-id", "chat-\(index)", "--redis",
+                        "redis://127.0.0.1:\(seed)", "--redis-cluster", "--service", "chat",
+                    ]
+                )
+            )
+        }
+        defer { for node in nodes { node.stop() } }
+        for port in ports {
+            #expect(
+                await eventually(timeout: .seconds(10)) {
+                    (try? await HTTPTestClient.request(port: port, .GET, "/healthz"))?.status == 200
+                }
+            )
+        }
+        // The balancer finds the nodes' announcements on whichever masters their keys live.
+        let portico = try await RuntimeHarness(
+            """
+            listeners: [{ address: "LISTEN" }]
+            admin: { address: "ADMIN" }
+            routes: [{ pool: chat }]
+            pools:
+              chat:
+                discovery: { redis: { url: "redis://127.0.0.1:\(cluster.nodes[0].port)", service: chat, cluster: true } }
+            """
+        )
+        let discovery = Task { try? await portico.runtime.redisDiscovery.run() }
+        defer { discovery.cancel() }
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                let status = (try? await portico.admin("GET", "/status").body) ?? ""
+                return ["chat-1", "chat-2", "chat-3"].allSatisfy { status.contains("\"id\":\"\($0)\"") }
+            }
+        )
+        let viaPortico = try await HTTPTestClient.request(port: portico.port, .GET, "/healthz")
+        #expect(viaPortico.status == 200)
+        #expect(viaPortico.body.hasPrefix("chat-"))
+        // Two rooms whose channels hash to different masters.
+        var rooms: [String] = []
+        var owners: Set<Int> = []
+        for index in 0..<100 where rooms.count < 2 {
+            let name = "room-\(index)"
+            let owner = try await cluster.owner(ofSlot: RedisClusterSlot.of("portico:v1:room:\(name)")).port
+            if owners.insert(owner).inserted { rooms.append(name) }
+        }
+        var clients: [WebSocketTestClient] = []
+        for (index, port) in ports.enumerated() {
+            let client = try await WebSocketTestClient.connect(port: port, path: "/ws")
+            _ = try await Self.next("welcome", from: client)
+            for room in rooms {
+                try await client.send(text: #"{"op":"join","room":"\#(room)","name":"user\#(index)"}"#)
+                _ = try await Self.next("joined", from: client)
+            }
+            clients.append(client)
+        }
+        for (index, client) in clients.enumerated() {
+            for room in rooms {
+                try await client.send(
+                    text: #"{"op":"say","room":"\#(room)","text":"\#(room) from \#(index)","id":"c"}"#
+                )
+            }
+        }
+        // Every client gets each of the six messages once (presence updates interleave and are skipped).
+        for client in clients {
+            var texts: [String] = []
+            while texts.count < 6 {
+                let message = try await Self.next("message", from: client)
+                texts.append("\(message["room"] as? String ?? "?")|\(message["text"] as? String ?? "?")")
+            }
+            #expect(Set(texts).count == 6)
+            #expect(Set(texts) == Set(rooms.flatMap { room in (0..<3).map { "\(room)|\(room) from \($0)" } }))
+        }
+        // chat-3 is killed: its member stops counting once its heartbeat key expires (3 s).
+        nodes[2].signal(SIGKILL)
+        _ = await nodes[2].wait(timeout: .seconds(5))
+        var members: Int?
+        let counted = await eventually(timeout: .seconds(10)) {
+            guard let client = try? await WebSocketTestClient.connect(port: ports[0], path: "/ws") else { return false }
+            defer { Task { await client.close() } }
+            _ = try? await Self.next("welcome", from: client)
+            try? await client.send(text: #"{"op":"join","room":"\#(rooms[0])","name":"late"}"#)
+            members = (try? await Self.next("joined", from: client))?["members"] as? Int
+            try? await Task.sleep(for: .milliseconds(300))
+            return members == 3  // the two live nodes' clients and this one
+        }
+        #expect(counted, "members: \(members.map(String.init) ?? "none")")
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                let status = (try? await portico.admin("GET", "/status").body) ?? ""
+                return !status.contains("\"id\":\"chat-3\"")
+            }
+        )
+        for client in clients { await client.close() }
         discovery.cancel()
         await portico.stop()
     }

@@ -1,0 +1,348 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import PorticoRESP
+
+/// What a ``RedisBroker`` talks through: the connections to one Redis, or to the shards of a Redis Cluster.
+/// The broker's logic (outbox, presence, heartbeats, reconnects) is the same over both.
+protocol RedisLink: Sendable {
+    /// Every connection is open.
+    var isActive: Bool { get async }
+    /// Sends commands pipelined, each routed by its key; returns the replies in order (errors as values).
+    func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue]
+    /// Publishes pipelined, in order; returns once Redis took every message.
+    func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws
+    /// Which of `keys` exist.
+    func exist(_ keys: [String]) async throws -> [Bool]
+    /// Every key matching `pattern`, from every node.
+    func scan(match pattern: String) async throws -> [String]
+    func subscribe(_ channels: [String]) async throws
+    func unsubscribe(_ channels: [String]) async throws
+    /// Subscribers of `channel` (on the shard that owns it, in a cluster).
+    func subscribers(of channel: String) async throws -> Int
+    /// Publishes a probe through every subscriber connection, to this node itself.
+    func sendProbes() async throws
+    /// When the probe heard back longest ago came back.
+    var oldestProbe: ContinuousClock.Instant { get async }
+    func close() async
+}
+
+extension RedisLink {
+    func send(_ arguments: [String], key: String) async throws -> RESPValue {
+        let reply = try await self.send([(arguments, key)])[0]
+        if case .error(let message) = reply { throw RedisConnection.ServerError(message: message) }
+        return reply
+    }
+}
+
+typealias InboundHandler = @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
+
+/// One Redis: a pipelined connection for commands and publishes, a SUBSCRIBE connection for rooms and probes.
+final class StandaloneRedisLink: RedisLink {
+    private let connection: RedisConnection
+    private let subscriber: RedisSubscriber
+    private let probeChannel: String
+    private let probes: ProbeClock
+
+    static func connect(
+        url: RedisURL,
+        node: String,
+        onMessage: @escaping InboundHandler
+    ) async throws -> StandaloneRedisLink {
+        let probes = ProbeClock()
+        let probeChannel = "portico:v1:probe:\(node)"
+        let subscriber = try await RedisSubscriber.connect(to: url) { channel, payload in
+            if channel == probeChannel { probes.record() } else { onMessage(channel, payload) }
+        }
+        let connection: RedisConnection
+        do {
+            connection = try await RedisConnection.connect(to: url)
+            try await subscriber.subscribe([probeChannel])
+        } catch {
+            await subscriber.close()
+            throw error
+        }
+        return StandaloneRedisLink(
+            connection: connection,
+            subscriber: subscriber,
+            probeChannel: probeChannel,
+            probes: probes
+        )
+    }
+
+    private init(connection: RedisConnection, subscriber: RedisSubscriber, probeChannel: String, probes: ProbeClock) {
+        self.connection = connection
+        self.subscriber = subscriber
+        self.probeChannel = probeChannel
+        self.probes = probes
+    }
+
+    var isActive: Bool { self.connection.isActive && self.subscriber.isActive }
+
+    func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue] {
+        let futures = commands.map { self.connection.enqueue($0.arguments.map { ByteBuffer(string: $0) }) }
+        var replies: [RESPValue] = []
+        replies.reserveCapacity(futures.count)
+        for future in futures { replies.append(try await future.get()) }
+        return replies
+    }
+
+    func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws {
+        let command = ByteBuffer(string: "PUBLISH")
+        let futures = batch.map { self.connection.enqueue([command, $0.channel, $0.payload]) }
+        for future in futures { _ = try await future.get() }
+    }
+
+    func exist(_ keys: [String]) async throws -> [Bool] {
+        guard !keys.isEmpty, case .array(let values?) = try await self.connection.send(["MGET"] + keys) else {
+            return keys.map { _ in false }
+        }
+        return values.map { if case .bulkString(.some) = $0 { true } else { false } }
+    }
+
+    func scan(match pattern: String) async throws -> [String] {
+        try await self.connection.scanKeys(matching: pattern)
+    }
+
+    func subscribe(_ channels: [String]) async throws { try await self.subscriber.subscribe(channels) }
+
+    func unsubscribe(_ channels: [String]) async throws { try await self.subscriber.unsubscribe(channels) }
+
+    func subscribers(of channel: String) async throws -> Int {
+        guard case .array(let reply?) = try await self.connection.send(["PUBSUB", "NUMSUB", channel]), reply.count == 2,
+            case .integer(let count) = reply[1]
+        else { return 0 }
+        return Int(count)
+    }
+
+    func sendProbes() async throws {
+        _ = self.connection.enqueue(["PUBLISH", self.probeChannel, "probe"].map { ByteBuffer(string: $0) })
+    }
+
+    var oldestProbe: ContinuousClock.Instant { self.probes.last }
+
+    func close() async {
+        await self.subscriber.close()
+        await self.connection.close()
+    }
+}
+
+/// A Redis Cluster: commands and SPUBLISH go to the owner of their slot (``RedisClusterClient``); rooms are
+/// shard channels, SSUBSCRIBEd on one subscriber connection per master that has rooms. Each such connection
+/// has its own probe channel (one whose slot that master owns), so a dead shard subscription is noticed.
+/// When a master loses a channel's slot, Redis ends the subscription and the link moves it to the new owner.
+actor ClusterRedisLink: RedisLink {
+    private struct Shard {
+        let subscriber: RedisSubscriber
+        let probes: ProbeClock
+        var probeChannel: String
+        var channels: Set<String> = []
+    }
+
+    private let client: RedisClusterClient
+    private let node: String
+    private let onMessage: InboundHandler
+    private var shards: [RedisClusterClient.NodeAddress: Shard] = [:]
+    /// The master each subscribed channel is subscribed on.
+    private var placed: [String: RedisClusterClient.NodeAddress] = [:]
+    /// A shard subscriber closed by something else than ``close()``.
+    private var lostShard = false
+
+    static func connect(
+        seeds: [RedisURL],
+        node: String,
+        onMessage: @escaping InboundHandler
+    ) async throws -> ClusterRedisLink {
+        ClusterRedisLink(client: try await RedisClusterClient.connect(seeds: seeds), node: node, onMessage: onMessage)
+    }
+
+    private init(client: RedisClusterClient, node: String, onMessage: @escaping InboundHandler) {
+        self.client = client
+        self.node = node
+        self.onMessage = onMessage
+    }
+
+    var isActive: Bool {
+        get async {
+            let clientActive = await self.client.isActive
+            return clientActive && !self.lostShard && self.shards.values.allSatisfy { $0.subscriber.isActive }
+        }
+    }
+
+    func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue] {
+        try await self.client.sendBatch(
+            commands.map { ($0.arguments.map { ByteBuffer(string: $0) }, RedisClusterSlot.of($0.key)) }
+        )
+    }
+
+    func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws {
+        let command = ByteBuffer(string: "SPUBLISH")
+        let replies = try await self.client.sendBatch(
+            batch.map { message in
+                let slot = message.channel.withUnsafeReadableBytes {
+                    RedisClusterSlot.of(bytes: $0.bindMemory(to: UInt8.self))
+                }
+                return ([command, message.channel, message.payload], slot)
+            }
+        )
+        for case .error(let message) in replies { throw RedisConnection.ServerError(message: message) }
+    }
+
+    func exist(_ keys: [String]) async throws -> [Bool] {
+        // Keys of different slots cannot share an MGET: one pipelined EXISTS each.
+        let replies = try await self.send(keys.map { (["EXISTS", $0], $0) })
+        return replies.map { $0 == .integer(1) }
+    }
+
+    func scan(match pattern: String) async throws -> [String] {
+        try await self.client.scanKeys(matching: pattern)
+    }
+
+    func subscribe(_ channels: [String]) async throws {
+        for channel in channels where self.placed[channel] == nil {
+            try await self.place(channel)
+        }
+    }
+
+    func unsubscribe(_ channels: [String]) async throws {
+        for channel in channels {
+            guard let owner = self.placed.removeValue(forKey: channel), var shard = self.shards[owner] else { continue }
+            shard.channels.remove(channel)
+            self.shards[owner] = shard
+            if shard.channels.isEmpty {
+                // One subscriber per master that has rooms: the last room gone, the connection goes too.
+                self.shards[owner] = nil
+                await shard.subscriber.close()
+            } else {
+                try await shard.subscriber.sunsubscribe([channel])
+            }
+        }
+    }
+
+    func subscribers(of channel: String) async throws -> Int {
+        let slot = RedisClusterSlot.of(channel)
+        let reply = try await self.client.send(
+            ["PUBSUB", "SHARDNUMSUB", channel].map { ByteBuffer(string: $0) },
+            slot: slot
+        )
+        guard case .array(let parts?) = reply, parts.count == 2, case .integer(let count) = parts[1] else { return 0 }
+        return Int(count)
+    }
+
+    func sendProbes() async throws {
+        let command = ByteBuffer(string: "SPUBLISH")
+        let probes = self.shards.values.map { shard in
+            (
+                [command, ByteBuffer(string: shard.probeChannel), ByteBuffer(string: "probe")],
+                RedisClusterSlot.of(shard.probeChannel)
+            )
+        }
+        _ = try await self.client.sendBatch(probes)
+    }
+
+    var oldestProbe: ContinuousClock.Instant { self.shards.values.map { $0.probes.last }.min() ?? .now }
+
+    func close() async {
+        let shards = self.shards.values
+        self.shards = [:]
+        for shard in shards { await shard.subscriber.close() }
+        await self.client.close()
+    }
+
+    /// SSUBSCRIBEs `channel` on the subscriber of its slot's master, opening that subscriber if needed; a MOVED
+    /// answer refreshes the slot map and tries again.
+    private func place(_ channel: String) async throws {
+        let slot = RedisClusterSlot.of(channel)
+        for attempt in 0..<3 {
+            if attempt > 0 { try await self.client.refreshSlots() }
+            guard let owner = await self.client.owner(ofSlot: slot) else { continue }
+            let subscriber = try await self.shard(owner).subscriber
+            do {
+                try await subscriber.ssubscribe([channel])
+            } catch let error as RedisConnection.ServerError where error.isRedirection {
+                continue
+            }
+            self.placed[channel] = owner
+            self.shards[owner]?.channels.insert(channel)
+            return
+        }
+        throw RedisConnection.ConnectionError(message: "could not subscribe to \(channel): the slot keeps moving")
+    }
+
+    /// The subscriber for `owner`, connected with its probe channel subscribed.
+    private func shard(_ owner: RedisClusterClient.NodeAddress) async throws -> Shard {
+        if let shard = self.shards[owner] { return shard }
+        let probes = ProbeClock()
+        let probeChannel = try await self.probeChannel(on: owner)
+        let onMessage = self.onMessage
+        let subscriber = try await RedisSubscriber.connect(
+            to: await self.client.url(of: owner),
+            onUnsubscribed: { [weak self] channel in
+                guard let self else { return }
+                Task { await self.lost(channel, on: owner) }
+            },
+            onMessage: { channel, payload in
+                if channel.hasPrefix("portico:v1:probe:") { probes.record() } else { onMessage(channel, payload) }
+            }
+        )
+        subscriber.closeFuture.whenComplete { [weak self] _ in
+            guard let self else { return }
+            Task { await self.closed(subscriber, on: owner) }
+        }
+        try await subscriber.ssubscribe([probeChannel])
+        if let raced = self.shards[owner] {
+            await subscriber.close()
+            return raced
+        }
+        let shard = Shard(subscriber: subscriber, probes: probes, probeChannel: probeChannel)
+        self.shards[owner] = shard
+        return shard
+    }
+
+    /// A probe channel for this node whose slot `owner` serves: `portico:v1:probe:{node:N}` for the first N
+    /// that lands there.
+    private func probeChannel(on owner: RedisClusterClient.NodeAddress) async throws -> String {
+        for index in 0..<100_000 {
+            let channel = "portico:v1:probe:{\(self.node):\(index)}"
+            if await self.client.owner(ofSlot: RedisClusterSlot.of(channel)) == owner { return channel }
+        }
+        throw RedisConnection.ConnectionError(message: "no probe channel lands on \(owner)")
+    }
+
+    /// Redis ended the subscription of `channel` on `owner`: its slot moved. Subscribe where it lives now.
+    private func lost(_ channel: String, on owner: RedisClusterClient.NodeAddress) async {
+        if var shard = self.shards[owner], shard.probeChannel == channel {
+            try? await self.client.refreshSlots()
+            guard let replacement = try? await self.probeChannel(on: owner) else {
+                self.lostShard = true
+                return
+            }
+            shard.probeChannel = replacement
+            self.shards[owner] = shard
+            try? await shard.subscriber.ssubscribe([replacement])
+            return
+        }
+        guard self.placed[channel] == owner else { return }  // unsubscribed meanwhile, or placed elsewhere
+        self.placed[channel] = nil
+        self.shards[owner]?.channels.remove(channel)
+        do {
+            try await self.place(channel)
+        } catch {
+            self.lostShard = true  // the broker reconnects and places every room again
+        }
+    }
+
+    private func closed(_ subscriber: RedisSubscriber, on owner: RedisClusterClient.NodeAddress) {
+        if let shard = self.shards[owner], shard.subscriber === subscriber { self.lostShard = true }
+    }
+}
+
+/// When a subscriber connection last heard its own probe back; written on the subscriber's event loop.
+final class ProbeClock: Sendable {
+    private let instant = NIOLockedValueBox(ContinuousClock.now)
+
+    func record() {
+        self.instant.withLockedValue { $0 = .now }
+    }
+
+    var last: ContinuousClock.Instant { self.instant.withLockedValue { $0 } }
+}

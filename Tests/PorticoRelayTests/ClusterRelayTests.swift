@@ -1,0 +1,164 @@
+import NIOCore
+import PorticoRESP
+import PorticoRelay
+import PorticoTestSupport
+import Testing
+
+/// The relay over a 3-master Redis Cluster: rooms are shard channels on the master owning their slot.
+@Suite(.serialized) struct ClusterRelayTests {
+    /// Three relays (node-1…3) in cluster mode, running.
+    struct Nodes {
+        let brokers: [RedisBroker]
+        let relays: [Relay]
+        let tasks: [Task<Void, Never>]
+
+        init(cluster: RedisClusterServers) {
+            var brokers: [RedisBroker] = []
+            var tasks: [Task<Void, Never>] = []
+            for index in 1...3 {
+                var configuration = RedisBroker.Configuration(url: cluster.urls[index - 1], node: "node-\(index)")
+                configuration.mode = .cluster()
+                configuration.heartbeat = .milliseconds(300)
+                let broker = RedisBroker(configuration: configuration)
+                brokers.append(broker)
+                tasks.append(Task { try? await broker.run() })
+            }
+            self.brokers = brokers
+            self.relays = (0..<3).map { Relay(node: "node-\($0 + 1)", broker: brokers[$0]) }
+            self.tasks = tasks + self.relays.map { relay in Task { await relay.run() } }
+        }
+
+        func healthy() async -> Bool {
+            for broker in self.brokers where await !broker.isHealthy { return false }
+            return true
+        }
+
+        func stop() { for task in self.tasks { task.cancel() } }
+    }
+
+    /// A room name per master: the first `room-N` whose channel's slot that master serves.
+    static func roomsOnEveryMaster(_ cluster: RedisClusterServers) async throws -> [(room: Room, master: RedisServer)] {
+        var rooms: [(Room, RedisServer)] = []
+        var index = 0
+        while rooms.count < cluster.nodes.count {
+            let room = Room("room-\(index)")
+            let owner = try await cluster.owner(ofSlot: RedisClusterSlot.of("portico:v1:room:\(room.name)"))
+            if !rooms.contains(where: { $0.1.port == owner.port }) { rooms.append((room, owner)) }
+            index += 1
+        }
+        return rooms
+    }
+
+    static func shardChannels(on node: RedisServer) async throws -> Set<String> {
+        let connection = try await RedisConnection.connect(to: node.url)
+        defer { Task { await connection.close() } }
+        guard case .array(let list?) = try await connection.send(["PUBSUB", "SHARDCHANNELS", "portico:v1:room:*"])
+        else {
+            return []
+        }
+        return Set(list.compactMap { if case .bulkString(let name?) = $0 { String(buffer: name) } else { nil } })
+    }
+
+    static func pubsubClients(on node: RedisServer) async throws -> Int {
+        let connection = try await RedisConnection.connect(to: node.url)
+        defer { Task { await connection.close() } }
+        guard case .bulkString(let list?) = try await connection.send(["CLIENT", "LIST", "TYPE", "pubsub"]) else {
+            return 0
+        }
+        return String(buffer: list).split(separator: "\n").count
+    }
+
+    @Test func roomsAcrossShardsReachEveryMemberOnceInOrder() async throws {
+        let cluster = try await RedisClusterServers.start()
+        defer { cluster.stop() }
+        let nodes = Nodes(cluster: cluster)
+        defer { nodes.stop() }
+        #expect(await eventually { await nodes.healthy() })
+        let rooms = try await Self.roomsOnEveryMaster(cluster)
+        let inboxes = Inboxes()
+        // Every node has one member in each of the first two rooms; only node-1 joins the third.
+        for (node, relay) in nodes.relays.enumerated() {
+            for (index, entry) in rooms.enumerated() where index < 2 || node == 0 {
+                let member = "n\(node)-\(entry.room.name)"
+                try await relay.join(entry.room, member: member, deliver: inboxes.deliver(to: member))
+            }
+        }
+        // Each master carries exactly the channels of the rooms it owns, and only masters with rooms have
+        // subscriber connections (one per node that has rooms there).
+        for (index, entry) in rooms.enumerated() {
+            #expect(try await Self.shardChannels(on: entry.master) == ["portico:v1:room:\(entry.room.name)"])
+            #expect(try await Self.pubsubClients(on: entry.master) == (index < 2 ? 3 : 1))
+        }
+        for sequence in 0..<40 {
+            for (node, relay) in nodes.relays.enumerated() {
+                for entry in rooms.prefix(2) {
+                    try await relay.broadcast(
+                        ByteBuffer(string: "\(entry.room.name)/\(node)/\(sequence)"),
+                        to: entry.room
+                    )
+                }
+            }
+        }
+        let members = (0..<3).flatMap { node in rooms.prefix(2).map { "n\(node)-\($0.room.name)" } }
+        #expect(await eventually { members.allSatisfy { inboxes.messages($0).count >= 120 } })
+        try await Task.sleep(for: .milliseconds(200))
+        for member in members {
+            let room = String(member.split(separator: "-", maxSplits: 1)[1])
+            let messages = inboxes.messages(member)
+            #expect(messages.count == 120, "\(member) got \(messages.count)")
+            #expect(messages.allSatisfy { $0.hasPrefix("\(room)/") }, "\(member) got another room's message")
+            for origin in 0..<3 {
+                #expect(
+                    messages.filter { $0.hasPrefix("\(room)/\(origin)/") }
+                        == (0..<40).map { "\(room)/\(origin)/\($0)" },
+                    "\(member) order from node \(origin)"
+                )
+            }
+        }
+        #expect(inboxes.messages("n0-\(rooms[2].room.name)").isEmpty)
+        for relay in nodes.relays { #expect(await relay.lost == 0) }
+        // Presence and live nodes work across slots (keys on different masters).
+        #expect(await nodes.relays[2].memberCount(rooms[0].room) == 3)
+        #expect(await nodes.relays[1].liveNodes() == ["node-1", "node-2", "node-3"])
+        // node-1 leaves the third room: its shard channel and subscriber connection go with it.
+        try await nodes.relays[0].leave(rooms[2].room, member: "n0-\(rooms[2].room.name)")
+        #expect(try await Self.shardChannels(on: rooms[2].master).isEmpty)
+        #expect(await eventually { (try? await Self.pubsubClients(on: rooms[2].master)) == 0 })
+    }
+
+    @Test func aRoomWhoseSlotMovesFollowsItToTheNewMaster() async throws {
+        let cluster = try await RedisClusterServers.start()
+        defer { cluster.stop() }
+        let nodes = Nodes(cluster: cluster)
+        defer { nodes.stop() }
+        #expect(await eventually { await nodes.healthy() })
+        let room = Room("lobby")
+        let slot = RedisClusterSlot.of("portico:v1:room:lobby")
+        let inboxes = Inboxes()
+        for (node, relay) in nodes.relays.enumerated() {
+            try await relay.join(room, member: "m\(node)", deliver: inboxes.deliver(to: "m\(node)"))
+        }
+        for sequence in 0..<10 {
+            try await nodes.relays[0].broadcast(ByteBuffer(string: "before-\(sequence)"), to: room)
+        }
+        #expect(await eventually { inboxes.messages("m2").count == 10 })
+        let source = try await cluster.owner(ofSlot: slot)
+        let target = cluster.nodes.first { $0.port != source.port }!
+        try await cluster.moveSlot(slot, to: target)
+        // Redis ended the old subscriptions; the relays subscribe on the new owner and publish there (MOVED).
+        #expect(
+            await eventually {
+                let onTarget = try? await Self.shardChannels(on: target)
+                let onSource = try? await Self.shardChannels(on: source)
+                return onTarget == ["portico:v1:room:lobby"] && onSource?.isEmpty == true
+            }
+        )
+        for sequence in 0..<10 {
+            try await nodes.relays[0].broadcast(ByteBuffer(string: "after-\(sequence)"), to: room)
+        }
+        let expected = (0..<10).map { "before-\($0)" } + (0..<10).map { "after-\($0)" }
+        #expect(await eventually { inboxes.messages("m1") == expected && inboxes.messages("m2") == expected })
+        for relay in nodes.relays { #expect(await relay.lost == 0) }
+        #expect(await nodes.healthy())
+    }
+}
