@@ -236,6 +236,9 @@ public actor RedisBroker: Broker, Service {
         self.link = link
         try await link.subscribe(self.rooms.map { Self.redisChannel(for: $0) })
         try await self.heartbeat()
+        // Publishes left from the last connection (unconfirmed when it died) wait for the other nodes to
+        // resubscribe too: they lost their subscriptions in the same outage.
+        if self.reconnects > 0 && !self.outbox.isEmpty { self.outboxFromOutage = true }
         self.startPump()
     }
 

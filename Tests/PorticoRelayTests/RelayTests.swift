@@ -140,6 +140,10 @@ final class Inboxes: Sendable {
         let relayA = Relay(node: "a", broker: a)
         let relayB = Relay(node: "b", broker: b)
         let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        // The connection state is an observable stream.
+        let observed = NIOLockedValueBox<[RedisBroker.State]>([])
+        let watcher = Task { for await state in a.states { observed.withLockedValue { $0.append(state) } } }
+        defer { watcher.cancel() }
         let inboxes = Inboxes()
         try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
         try await relayA.join(Room("r"), member: "a1", deliver: inboxes.deliver(to: "a1"))
@@ -160,6 +164,60 @@ final class Inboxes: Sendable {
         defer { restarted.stop() }
         #expect(await eventually(timeout: .seconds(10)) { inboxes.messages("b1").count == 20 })
         #expect(inboxes.messages("b1") == (0..<10).map { "before-\($0)" } + (0..<10).map { "during-\($0)" })
+        #expect(await relayB.lost == 0)
+        #expect(await a.reconnects >= 1)
+        // connected → disconnected(why) → connecting … → connected.
+        let states = observed.withLockedValue { $0 }
+        let firstLoss = states.firstIndex { if case .disconnected = $0 { true } else { false } }
+        #expect(firstLoss != nil && states.prefix(firstLoss ?? 0).contains(.connected), "\(states)")
+        #expect(states.last == .connected, "\(states)")
+        for task in tasks + runs { task.cancel() }
+    }
+
+    @Test func aHungRedisIsDetectedAndTheFlowResumesWhenItWakes() async throws {
+        let redis = try await RedisServer.start()
+        defer { redis.stop() }
+        var configuration = RedisBroker.Configuration(url: redis.url, node: "a")
+        configuration.heartbeat = .milliseconds(200)
+        configuration.probeTimeout = .milliseconds(800)
+        let a = RedisBroker(configuration: configuration)
+        configuration.node = "b"
+        let b = RedisBroker(configuration: configuration)
+        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
+        let relayA = Relay(node: "a", broker: a)
+        let relayB = Relay(node: "b", broker: b)
+        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let inboxes = Inboxes()
+        try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
+        #expect(
+            await eventually {
+                let first = await a.isHealthy
+                let second = await b.isHealthy
+                return first && second
+            }
+        )
+        // SIGSTOP: the sockets stay open but nothing answers. Probes stop, commands time out: unhealthy.
+        redis.pause()
+        #expect(
+            await eventually(timeout: .seconds(5)) {
+                let first = await a.isHealthy
+                let second = await b.isHealthy
+                return !first && !second
+            }
+        )
+        for index in 0..<5 { try await relayA.broadcast(ByteBuffer(string: "while-hung-\(index)"), to: Room("r")) }
+        redis.resume()
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                let first = await a.isHealthy
+                let second = await b.isHealthy
+                return first && second
+            }
+        )
+        try await relayA.broadcast(ByteBuffer(string: "awake"), to: Room("r"))
+        #expect(await eventually(timeout: .seconds(10)) { inboxes.messages("b1").last == "awake" })
+        // What was published during the hang is flushed once both nodes are back: all of it, in order.
+        #expect(inboxes.messages("b1") == (0..<5).map { "while-hung-\($0)" } + ["awake"])
         #expect(await relayB.lost == 0)
         #expect(await a.reconnects >= 1)
         for task in tasks + runs { task.cancel() }
