@@ -37,5 +37,15 @@ import Testing
         var buffer = ByteBuffer()
         RESPEncoder.encode(["PUBLISH", "room:lobby", "hi there"], into: &buffer)
         #expect(String(buffer: buffer) == "*3\r\n$7\r\nPUBLISH\r\n$10\r\nroom:lobby\r\n$8\r\nhi there\r\n")
+        // Binary and empty arguments, and a buffer read from the middle (a slice of its storage).
+        var payload = ByteBuffer(bytes: [0xFF, 0x00, 0x0D, 0x0A, 0x41])
+        payload.moveReaderIndex(forwardBy: 1)
+        var more = ByteBuffer()
+        RESPEncoder.encode([ByteBuffer(string: "SET"), ByteBuffer(), payload], into: &more)
+        #expect(
+            Array(more.readableBytesView) == Array("*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\n".utf8) + [
+                0x00, 0x0D, 0x0A, 0x41, 0x0D, 0x0A,
+            ]
+        )
     }
 }
