@@ -30,6 +30,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -104,7 +105,7 @@ let package = Package(
             name: "PorticoBench",
             dependencies: [
                 "PorticoRelay", "PorticoRESP", argumentParser, nio("NIOCore"), nio("NIOPosix"),
-                nio("NIOConcurrencyHelpers"),
+                nio("NIOConcurrencyHelpers"), .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: settings
         ),

@@ -38,7 +38,7 @@ port[haproxy]=$(free_port)
 cat >"$work/haproxy.cfg" <<CFG
 global
     nbthread 1
-    maxconn 9000
+    maxconn 9990
 defaults
     mode http
     timeout connect 2s
@@ -53,9 +53,6 @@ backend be
     http-reuse always
     server s1 127.0.0.1:$backend_port
 CFG
-taskset -c 0 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
-proxy_pids[haproxy]=$!
-pids+=($!)
 
 # nginx: one worker, upstream keep-alive, WebSocket upgrade map.
 port[nginx]=$(free_port)
@@ -65,7 +62,8 @@ worker_processes 1;
 daemon off;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
-events { worker_connections 9000; }
+worker_rlimit_nofile 20000;
+events { worker_connections 19990; }
 http {
     access_log off;
     client_body_temp_path $work/nginx;
@@ -84,9 +82,6 @@ http {
     }
 }
 CFG
-taskset -c 0 nginx -c "$work/nginx.conf" >/dev/null 2>&1 &
-proxy_pids[nginx]=$!
-pids+=($!)
 
 # Caddy: one OS thread for Go code.
 port[caddy]=$(free_port)
@@ -99,26 +94,47 @@ http://127.0.0.1:${port[caddy]} {
     reverse_proxy 127.0.0.1:$backend_port
 }
 CFG
-GOMAXPROCS=1 taskset -c 0 caddy run --config "$work/Caddyfile" --adapter caddyfile >/dev/null 2>&1 &
-proxy_pids[caddy]=$!
-pids+=($!)
-
 port[portico]=$(free_port)
-taskset -c 0 "$bin/portico" proxy --listen "127.0.0.1:${port[portico]}" --to "127.0.0.1:$backend_port" \
-    --workers 1 --log-level warning >/dev/null 2>&1 &
-proxy_pids[portico]=$!
-pids+=($!)
 
-for name in haproxy nginx caddy portico; do wait_port "${port[$name]}"; done
-sleep 0.5
-# nginx does the work in its worker process.
-nginx_worker=$(pgrep -P "${proxy_pids[nginx]}" | head -1)
-proxy_pids[nginx]="${proxy_pids[nginx]} $nginx_worker"
+# Starts (or restarts) one proxy on core 0 and records its PIDs (nginx: master and worker).
+start_proxy() {
+    local name=$1
+    stop_proxy "$name"
+    case $name in
+    haproxy) taskset -c 0 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & ;;
+    nginx) taskset -c 0 nginx -c "$work/nginx.conf" >/dev/null 2>&1 & ;;
+    caddy) GOMAXPROCS=1 taskset -c 0 caddy run --config "$work/Caddyfile" --adapter caddyfile >/dev/null 2>&1 & ;;
+    portico)
+        taskset -c 0 "$bin/portico" proxy --listen "127.0.0.1:${port[portico]}" --to "127.0.0.1:$backend_port" \
+            --workers 1 --log-level warning >/dev/null 2>&1 &
+        ;;
+    esac
+    proxy_pids[$name]=$!
+    pids+=($!)
+    wait_port "${port[$name]}"
+    sleep 0.3
+    if [ "$name" = nginx ]; then  # nginx does the work in its worker process
+        proxy_pids[nginx]="${proxy_pids[nginx]} $(pgrep -P "${proxy_pids[nginx]}" | head -1)"
+    fi
+}
+stop_proxy() {
+    local pid
+    for pid in ${proxy_pids[$1]:-}; do kill "$pid" 2>/dev/null || true; done
+    for pid in ${proxy_pids[$1]:-}; do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
+    proxy_pids[$1]=""
+}
+rss_kib() { local total=0; for pid in $1; do total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"))); done; echo $total; }
 
-echo -e "round\tproxy\tworkload\tops_per_s\tp99_ms\tcpu_us_per_op" >"$results"
+for name in haproxy nginx caddy portico; do start_proxy "$name"; done
+
+idle_sockets=9900
+echo -e "round\tproxy\tworkload\tops_per_s\tp99_ms\tcpu_us_per_op\tkib_per_socket" >"$results"
 run() {  # run ROUND PROXY WORKLOAD
-    local round=$1 name=$2 workload=$3 target=${port[$2]} before after ops p99 out
-    [ "$name" != direct ] && before=$(ticks "${proxy_pids[$name]}")
+    local round=$1 name=$2 workload=$3 target=${port[$2]} before after ops p99 out memory="" operations
+    # Memory per idle socket is measured on a fresh process: allocators keep freed memory, so a process
+    # that held sockets before would understate it.
+    if [ "$workload" = ws-idle ] && [ "$name" != direct ]; then start_proxy "$name"; fi
+    if [ "$name" != direct ]; then before=$(ticks "${proxy_pids[$name]}"); fi
     case $workload in
     http-keepalive)
         out=$(taskset -c 1 wrk -t1 -c32 -d"${seconds}s" --latency "http://127.0.0.1:$target/" 2>&1)
@@ -136,24 +152,48 @@ run() {  # run ROUND PROXY WORKLOAD
         ops=$(echo "$out" | sed -n 's/.*messages\/s=\([0-9]*\).*/\1/p')
         p99=$(echo "$out" | sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p')
         ;;
+    ws-connect)
+        out=$(taskset -c 1 "$bin/portico-bench" ws-connect --target "127.0.0.1:$target" --concurrency 50 \
+            --duration "$seconds" 2>&1 | tail -1)
+        ops=$(echo "$out" | sed -n 's/.*handshakes\/s=\([0-9]*\).*/\1/p')
+        p99=$(echo "$out" | sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p')
+        ;;
+    ws-idle)
+        local rss_before="" rss_after=""
+        if [ "$name" != direct ]; then rss_before=$(rss_kib "${proxy_pids[$name]}"); fi
+        taskset -c 1 "$bin/portico-bench" ws-idle --target "127.0.0.1:$target" --connections "$idle_sockets" \
+            --hold 3 >"$work/idle.out" 2>&1 &
+        local generator=$!
+        for _ in $(seq 600); do grep -q "handshakes/s" "$work/idle.out" && break; sleep 0.1; done
+        sleep 1
+        if [ "$name" != direct ]; then rss_after=$(rss_kib "${proxy_pids[$name]}"); fi
+        wait "$generator" || true
+        out=$(grep "handshakes/s" "$work/idle.out")
+        ops=$(echo "$out" | sed -n 's/.*handshakes\/s=\([0-9]*\).*/\1/p')
+        p99=$(echo "$out" | sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p')
+        local opened=$(echo "$out" | sed -n 's/.* open=\([0-9]*\).*/\1/p')
+        if [ "$name" != direct ] && [ "${opened:-0}" -gt 0 ]; then
+            memory=$(python3 -c "print(round(($rss_after-$rss_before)/$opened,2))")
+        fi
+        ;;
     esac
     local cpu=""
-    if [ "$name" != direct ]; then
+    if [ "$name" != direct ] && [ "$workload" != ws-idle ]; then
         after=$(ticks "${proxy_pids[$name]}")
         # ticks are 10 ms; a WebSocket echo crosses the proxy twice (one message each way).
         local factor=1
-        case $workload in ws-*) factor=2 ;; esac
+        case $workload in ws-64 | ws-4096) factor=2 ;; esac
         cpu=$(python3 -c "print(round(($after-$before)*10000/(max(float('${ops:-0}'),1)*$seconds*$factor),2))")
     fi
-    echo -e "$round\t$name\t$workload\t${ops:-0}\t${p99:-}\t$cpu" | tee -a "$results"
+    echo -e "$round\t$name\t$workload\t${ops:-0}\t${p99:-}\t$cpu\t$memory" | tee -a "$results"
 }
 
 for round in $(seq "$rounds"); do
-    for workload in http-keepalive http-close ws-64 ws-4096; do
+    for workload in http-keepalive http-close ws-64 ws-4096 ws-connect ws-idle; do
         for name in direct haproxy nginx caddy portico; do
             run "$round" "$name" "$workload"
         done
     done
 done
-python3 scripts/bench_report.py "$results" >bench/BENCHMARKS.generated.md
-echo "wrote $results and bench/BENCHMARKS.generated.md"
+python3 scripts/bench_report.py "$results" bench/cpu-per-operation.png >bench/BENCHMARKS.generated.md
+echo "wrote $results, bench/BENCHMARKS.generated.md and bench/cpu-per-operation.png"

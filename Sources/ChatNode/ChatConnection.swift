@@ -20,8 +20,8 @@ final class ChatConnection: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         let channel = context.channel
         let server = self.server
-        Self.sequence.add(1)
-        let member = "\(server.node)#\(Self.sequence.current)"
+        // One atomic step: connections accepted at once on different event loops must not share an id.
+        let member = "\(server.node)#\(Self.sequence.add(1))"
         let (stream, continuation) = AsyncStream<Operation>.makeStream()
         self.queue = continuation
         server.register(channel)

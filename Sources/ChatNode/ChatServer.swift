@@ -115,7 +115,16 @@ final class ChatStats: Sendable {
 
 final class AtomicCounter: Sendable {
     private let value = NIOLockedValueBox(0)
-    func add(_ delta: Int) { self.value.withLockedValue { $0 += delta } }
+
+    /// Adds `delta` and returns the new value, in one step.
+    @discardableResult
+    func add(_ delta: Int) -> Int {
+        self.value.withLockedValue {
+            $0 += delta
+            return $0
+        }
+    }
+
     var current: Int { self.value.withLockedValue { $0 } }
 }
 

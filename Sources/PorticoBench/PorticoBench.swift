@@ -9,7 +9,9 @@ struct PorticoBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "portico-bench",
         abstract: "Load generators for WebSocket workloads; plain HTTP load uses wrk.",
-        subcommands: [WebSocketEcho.self, WebSocketIdle.self, RelayBenchmark.self]
+        subcommands: [
+            WebSocketEcho.self, WebSocketIdle.self, WebSocketConnect.self, Fanout.self, RelayBenchmark.self,
+        ]
     )
 }
 
@@ -72,19 +74,12 @@ struct WebSocketEcho: AsyncParsableCommand {
         for channel in channels { try? await channel.close() }
         try await group.shutdownGracefully()
 
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        var latencies = final.latenciesMicros
-        latencies.sort()
-        func percentile(_ p: Double) -> Double {
-            guard !latencies.isEmpty else { return 0 }
-            return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000
-        }
         print(
             "ws-echo target=\(self.target) connections=\(self.connections) size=\(self.size)B duration=\(self.duration)s"
         )
         print(
-            "messages/s=\(Int(Double(final.messages) / seconds)) p50=\(percentile(0.5))ms p99=\(percentile(0.99))ms "
-                + "p99.9=\(percentile(0.999))ms errors=\(final.errors) mismatches=\(final.mismatches)"
+            "messages/s=\(Int(Double(final.messages) / elapsed.seconds)) \(final.latencies.summary) "
+                + "errors=\(final.errors) mismatches=\(final.mismatches)"
         )
         if final.errors > 0 || final.mismatches > 0 { throw ExitCode(1) }
     }
@@ -94,8 +89,11 @@ struct EchoResults: Sendable {
     var messages = 0
     var errors = 0
     var mismatches = 0
-    /// Round trips in microseconds.
-    var latenciesMicros: [Int] = []
+    var latencies = Latencies()
+}
+
+extension Duration {
+    var seconds: Double { Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18 }
 }
 
 final class ManagedFlag: Sendable {
@@ -111,7 +109,7 @@ final class EchoClientHandler: ChannelInboundHandler {
 
     private let host: String
     private let path: String
-    private let payload: [UInt8]
+    private let payload: ByteBuffer
     private let frame: ByteBuffer
     private let results: NIOLockedValueBox<EchoResults>
     private let running: ManagedFlag
@@ -123,31 +121,18 @@ final class EchoClientHandler: ChannelInboundHandler {
     init(host: String, path: String, size: Int, results: NIOLockedValueBox<EchoResults>, running: ManagedFlag) {
         self.host = host
         self.path = path
-        self.payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 7) }
+        let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 7) }
+        self.payload = ByteBuffer(bytes: payload)
+        self.frame = WebSocketWire.frame(opcode: 0x2, payload: payload)
         self.results = results
         self.running = running
-        var frame = ByteBuffer()
-        frame.writeInteger(UInt8(0x82))
-        if size < 126 {
-            frame.writeInteger(UInt8(0x80 | size))
-        } else if size <= 0xFFFF {
-            frame.writeInteger(UInt8(0x80 | 126))
-            frame.writeInteger(UInt16(size))
-        } else {
-            frame.writeInteger(UInt8(0x80 | 127))
-            frame.writeInteger(UInt64(size))
-        }
-        let key: [UInt8] = [0x12, 0x34, 0x56, 0x78]
-        frame.writeBytes(key)
-        frame.writeBytes(self.payload.enumerated().map { $0.element ^ key[$0.offset % 4] })
-        self.frame = frame
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let request =
-            "GET \(self.path) HTTP/1.1\r\nHost: \(self.host)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: request)), promise: nil)
+        context.writeAndFlush(
+            Self.wrapOutboundOut(WebSocketWire.upgradeRequest(host: self.host, path: self.path)),
+            promise: nil
+        )
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -163,9 +148,8 @@ final class EchoClientHandler: ChannelInboundHandler {
         var incoming = Self.unwrapInboundIn(data)
         self.buffer.writeBuffer(&incoming)
         if !self.handshakeDone {
-            guard let end = self.buffer.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
-            let head = self.buffer.readString(length: end.upperBound - self.buffer.readerIndex) ?? ""
-            guard head.hasPrefix("HTTP/1.1 101") else {
+            guard let upgraded = WebSocketWire.readHandshake(&self.buffer) else { return }
+            guard upgraded else {
                 self.local.errors += 1
                 self.publish()
                 context.close(promise: nil)
@@ -173,33 +157,14 @@ final class EchoClientHandler: ChannelInboundHandler {
             }
             self.handshakeDone = true
         }
-        while let message = self.nextFrame() {
-            if message != self.payload { self.local.mismatches += 1 }
+        while let message = WebSocketWire.nextFrame(&self.buffer) {
+            if message.payload != self.payload { self.local.mismatches += 1 }
             self.local.messages += 1
-            self.local.latenciesMicros.append(Int((NIODeadline.now() - self.sentAt).nanoseconds / 1000))
+            self.local.latencies.record(since: self.sentAt)
             if self.local.messages % 256 == 0 { self.publish() }
             if self.running.isSet { self.send(context: context) } else { self.publish() }
         }
         self.buffer.discardReadBytes()
-    }
-
-    private func nextFrame() -> [UInt8]? {
-        let start = self.buffer.readerIndex
-        guard let second = self.buffer.getInteger(at: start + 1, as: UInt8.self) else { return nil }
-        var length = Int(second & 0x7F)
-        var header = 2
-        if length == 126 {
-            guard let value = self.buffer.getInteger(at: start + 2, as: UInt16.self) else { return nil }
-            length = Int(value)
-            header = 4
-        } else if length == 127 {
-            guard let value = self.buffer.getInteger(at: start + 2, as: UInt64.self) else { return nil }
-            length = Int(value)
-            header = 10
-        }
-        guard self.buffer.readableBytes >= header + length else { return nil }
-        self.buffer.moveReaderIndex(forwardBy: header)
-        return self.buffer.readBytes(length: length)
     }
 
     private func publish() {
@@ -209,7 +174,7 @@ final class EchoClientHandler: ChannelInboundHandler {
             $0.messages += local.messages
             $0.errors += local.errors
             $0.mismatches += local.mismatches
-            $0.latenciesMicros += local.latenciesMicros
+            $0.latencies.add(local.latencies)
         }
     }
 

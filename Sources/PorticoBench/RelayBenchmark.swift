@@ -40,16 +40,16 @@ struct RelayBenchmark: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(20))
         }
 
-        let received = NIOLockedValueBox((count: 0, duplicates: 0, latencies: [Int](), seen: Set<Int>()))
+        let received = NIOLockedValueBox((count: 0, duplicates: 0, latencies: Latencies(), seen: Set<Int>()))
         try await relayB.join(Room("bench"), member: "sink") { payload in
             var payload = payload
             guard let sequence = payload.readInteger(as: UInt64.self), let sentAt = payload.readInteger(as: UInt64.self)
             else { return }
-            let latency = Int((NIODeadline.now().uptimeNanoseconds - sentAt) / 1000)
+            let latency = Int64((NIODeadline.now().uptimeNanoseconds - sentAt) / 1000)
             received.withLockedValue {
                 if $0.seen.insert(Int(sequence)).inserted {
                     $0.count += 1
-                    $0.latencies.append(latency)
+                    $0.latencies.record(micros: latency)
                 } else {
                     $0.duplicates += 1
                 }
@@ -75,17 +75,11 @@ struct RelayBenchmark: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - started
         let result = received.withLockedValue { $0 }
-        var latencies = result.latencies
-        latencies.sort()
-        func percentile(_ p: Double) -> Double {
-            latencies.isEmpty ? 0 : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000
-        }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         print(
             "relay redis=\(url) messages=\(self.messages) size=\(self.size)B rate=\(self.rate == 0 ? "max" : "\(self.rate)/s")"
         )
         print(
-            "messages/s=\(Int(Double(result.count) / seconds)) p50=\(percentile(0.5))ms p99=\(percentile(0.99))ms "
+            "messages/s=\(Int(Double(result.count) / elapsed.seconds)) \(result.latencies.summary) "
                 + "missing=\(self.messages - result.count) duplicates=\(result.duplicates) lost=\(await relayB.lost)"
         )
         runB.cancel()

@@ -26,11 +26,9 @@ struct WebSocketIdle: AsyncParsableCommand {
     func run() async throws {
         let (host, port) = try parseTarget(self.target)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let request =
-            "GET \(self.path) HTTP/1.1\r\nHost: \(host)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        let request = WebSocketWire.upgradeRequest(host: host, path: self.path)
         let channels = NIOLockedValueBox<[any Channel]>([])
-        let latencies = NIOLockedValueBox<[Int]>([])
+        let latencies = NIOLockedValueBox(Latencies())
         let failures = NIOLockedValueBox(0)
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -49,9 +47,9 @@ struct WebSocketIdle: AsyncParsableCommand {
                                 }
                             }
                             .connect(host: host, port: port).get()
-                        try await channel.writeAndFlush(ByteBuffer(string: request))
+                        try await channel.writeAndFlush(request)
                         if try await answered.futureResult.get() {
-                            latencies.withLockedValue { $0.append(Int((NIODeadline.now() - began).nanoseconds / 1000)) }
+                            latencies.withLockedValue { $0.record(since: began) }
                             channels.withLockedValue { $0.append(channel) }
                         } else {
                             failures.withLockedValue { $0 += 1 }
@@ -67,14 +65,11 @@ struct WebSocketIdle: AsyncParsableCommand {
             while try await tasks.next() != nil { launch() }
         }
         let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        var sorted = latencies.withLockedValue { $0 }
-        sorted.sort()
-        let p99 = sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]) / 1000
         let open = channels.withLockedValue { $0.count }
         print("ws-idle target=\(self.target) connections=\(self.connections)")
         print(
-            "handshakes/s=\(Int(Double(open) / seconds)) p99=\(p99)ms open=\(open) failures=\(failures.withLockedValue { $0 })"
+            "handshakes/s=\(Int(Double(open) / elapsed.seconds)) \(latencies.withLockedValue { $0.summary }) open=\(open) "
+                + "failures=\(failures.withLockedValue { $0 })"
         )
         try await Task.sleep(for: .seconds(self.hold))
         for channel in channels.withLockedValue({ $0 }) { channel.close(promise: nil) }
@@ -84,7 +79,7 @@ struct WebSocketIdle: AsyncParsableCommand {
 }
 
 /// Completes `answered` with whether the handshake got a 101, then ignores everything else.
-private final class HandshakeWatcher: ChannelInboundHandler {
+final class HandshakeWatcher: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let answered: EventLoopPromise<Bool>
@@ -99,9 +94,9 @@ private final class HandshakeWatcher: ChannelInboundHandler {
         guard !self.done else { return }
         var buffer = Self.unwrapInboundIn(data)
         self.head.writeBuffer(&buffer)
-        guard self.head.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) != nil else { return }
+        guard let upgraded = WebSocketWire.readHandshake(&self.head) else { return }
         self.done = true
-        self.answered.succeed(self.head.readableBytesView.starts(with: Array("HTTP/1.1 101".utf8)))
+        self.answered.succeed(upgraded)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

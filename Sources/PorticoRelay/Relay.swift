@@ -175,6 +175,9 @@ public actor Relay {
 
     func receive(_ envelope: Envelope) {
         guard envelope.origin != self.node else { return }  // our own echo: delivered at publish time
+        // No local members: a message that was in flight when the room was left. Recording its sequence
+        // would make the next join see a "gap" of messages that were never meant for this node.
+        guard self.members[envelope.room] != nil else { return }
         let key = OriginRoom(origin: envelope.origin, room: envelope.room)
         if let last = self.seen[key], last.epoch == envelope.epoch {
             if envelope.sequence <= last.sequence { return }  // a duplicate: exactly once

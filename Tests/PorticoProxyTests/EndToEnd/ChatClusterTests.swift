@@ -236,4 +236,42 @@ import Testing
         discovery.cancel()
         await portico.stop()
     }
+
+    /// Clients accepted at the same moment on different event loops each get their own membership: a
+    /// message reaches every one of them (two sharing a member id would leave one deaf).
+    @Test func everyOneOfManyConcurrentClientsGetsTheMessage() async throws {
+        let chat = builtProductsDirectory() + "/portico-chat"
+        guard FileManager.default.isExecutableFile(atPath: chat) else {
+            Issue.record("build portico-chat first (swift build): \(chat)")
+            return
+        }
+        let port = try freeLoopbackPort()
+        let node = try ChildProcess.start(chat, ["--listen", "127.0.0.1:\(port)", "--node-id", "solo"])
+        defer { node.stop() }
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                (try? await HTTPTestClient.request(port: port, .GET, "/healthz"))?.status == 200
+            }
+        )
+        let clients = try await withThrowingTaskGroup(of: WebSocketTestClient.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    let client = try await WebSocketTestClient.connect(port: port, path: "/ws")
+                    _ = try await Self.next("welcome", from: client)
+                    try await client.send(text: #"{"op":"join","room":"crowd","name":"u\#(index)"}"#)
+                    _ = try await Self.next("joined", from: client)
+                    return client
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        try await clients[0].send(text: #"{"op":"say","room":"crowd","text":"all of you","id":"x"}"#)
+        var reached = 0
+        for client in clients where (try? await Self.next("message", from: client))?["text"] as? String == "all of you"
+        {
+            reached += 1
+        }
+        #expect(reached == 200)
+        for client in clients { await client.close() }
+    }
 }

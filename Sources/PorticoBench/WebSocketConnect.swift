@@ -1,0 +1,80 @@
+import ArgumentParser
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Handshake rate: C connectors each open a connection, upgrade it, and close it, over and over.
+struct WebSocketConnect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ws-connect",
+        abstract: "Handshakes/s and handshake latency: connect, upgrade, close, repeat (C at a time)."
+    )
+
+    @Option(help: "Target host:port (loopback).")
+    var target: String = "127.0.0.1:8080"
+
+    @Option(help: "Request path of the WebSocket endpoint.")
+    var path: String = "/ws"
+
+    @Option(help: "Connections being opened at any time.")
+    var concurrency: Int = 50
+
+    @Option(help: "Seconds to run.")
+    var duration: Int = 5
+
+    func run() async throws {
+        let (host, port) = try parseTarget(self.target)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let request = WebSocketWire.upgradeRequest(host: host, path: self.path)
+        let started = ContinuousClock.now
+        let end = started + .seconds(self.duration)
+        let totals = NIOLockedValueBox((handshakes: 0, failures: 0, latencies: Latencies()))
+        await withTaskGroup(of: Void.self) { tasks in
+            for _ in 0..<self.concurrency {
+                tasks.addTask {
+                    var local = (handshakes: 0, failures: 0, latencies: Latencies())
+                    while ContinuousClock.now < end {
+                        let began = NIODeadline.now()
+                        let answered = group.next().makePromise(of: Bool.self)
+                        do {
+                            let channel = try await ClientBootstrap(group: group)
+                                .channelInitializer { channel in
+                                    channel.eventLoop.makeCompletedFuture {
+                                        try channel.pipeline.syncOperations.addHandler(
+                                            HandshakeWatcher(answered: answered)
+                                        )
+                                    }
+                                }
+                                .connect(host: host, port: port).get()
+                            try await channel.writeAndFlush(request)
+                            if try await answered.futureResult.get() {
+                                local.handshakes += 1
+                                local.latencies.record(since: began)
+                            } else {
+                                local.failures += 1
+                            }
+                            try? await channel.close()
+                        } catch {
+                            answered.fail(error)
+                            local.failures += 1
+                        }
+                    }
+                    totals.withLockedValue {
+                        $0.handshakes += local.handshakes
+                        $0.failures += local.failures
+                        $0.latencies.add(local.latencies)
+                    }
+                }
+            }
+        }
+        let elapsed = ContinuousClock.now - started
+        let result = totals.withLockedValue { $0 }
+        try await group.shutdownGracefully()
+        print("ws-connect target=\(self.target) concurrency=\(self.concurrency) duration=\(self.duration)s")
+        print(
+            "handshakes/s=\(Int(Double(result.handshakes) / elapsed.seconds)) \(result.latencies.summary) "
+                + "failures=\(result.failures)"
+        )
+        if result.failures > 0 { throw ExitCode(1) }
+    }
+}
