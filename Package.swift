@@ -27,6 +27,8 @@ let package = Package(
         .library(name: "PorticoBalancing", targets: ["PorticoBalancing"]),
         .library(name: "PorticoRouting", targets: ["PorticoRouting"]),
         .library(name: "PorticoRESP", targets: ["PorticoRESP"]),
+        .library(name: "PorticoConfig", targets: ["PorticoConfig"]),
+        .library(name: "PorticoProxy", targets: ["PorticoProxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

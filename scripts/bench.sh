@@ -113,8 +113,13 @@ start_proxy() {
     pids+=($!)
     wait_port "${port[$name]}"
     sleep 0.3
-    if [ "$name" = nginx ]; then  # nginx does the work in its worker process
-        proxy_pids[nginx]="${proxy_pids[nginx]} $(pgrep -P "${proxy_pids[nginx]}" | head -1)"
+    if [ "$name" = nginx ]; then  # nginx does the work in its worker process: wait for it to exist
+        local worker=""
+        for _ in $(seq 100); do
+            worker=$(pgrep -P "${proxy_pids[nginx]}" | head -1) && [ -n "$worker" ] && break
+            sleep 0.05
+        done
+        proxy_pids[nginx]="${proxy_pids[nginx]} $worker"
     fi
 }
 stop_proxy() {

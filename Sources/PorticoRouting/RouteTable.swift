@@ -68,14 +68,14 @@ public struct RequestTarget: Sendable {
 
     public init(_ uri: String) {
         var rest = uri[...]
-        if !rest.hasPrefix("/"), let scheme = rest.firstRange(of: "://") {
+        if rest.utf8.first != UInt8(ascii: "/"), let scheme = rest.firstRange(of: "://") {
             // absolute-form (http://host/path): routing uses the path
             let afterScheme = rest[scheme.upperBound...]
-            rest = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
+            rest = afterScheme.utf8.firstIndex(of: UInt8(ascii: "/")).map { afterScheme[$0...] } ?? "/"
         }
-        if let question = rest.firstIndex(of: "?") {
+        if let question = rest.utf8.firstIndex(of: UInt8(ascii: "?")) {
             self.path = rest[..<question]
-            self.query = rest[rest.index(after: question)...]
+            self.query = rest[rest.utf8.index(after: question)...]
         } else {
             self.path = rest
             self.query = nil

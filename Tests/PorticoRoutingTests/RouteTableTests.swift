@@ -1,8 +1,9 @@
 import NIOHTTP1
 import PorticoBalancing
 import PorticoConfig
-import PorticoRouting
 import Testing
+
+@testable import PorticoRouting
 
 @Suite struct RouteTableTests {
     static let table = RouteTable([
@@ -46,6 +47,52 @@ import Testing
         #expect(Self.table.match(Self.head("/", method: .POST, [("x-tenant", "blue")]))?.pool == "blue")
         #expect(Self.table.match(Self.head("/", method: .GET, [("x-tenant", "blue")])) == nil)
         #expect(Self.table.match(Self.head("/", method: .POST, [("x-tenant", "green")])) == nil)
+    }
+
+    /// Matching compares bytes: every form a proxy meets (ports, IPv6, case, trailing dots, absolute-form,
+    /// percent-encoding and non-ASCII) lands where it should.
+    @Test(
+        arguments: [
+            ("/render/x", "api.example.com", "render"),
+            ("/render", "[::1]:8080", nil),
+            ("/renderer", "api.example.com", "render"),  // a prefix, as nginx's `location /render`
+            ("http://api.example.com/render/x?y=1", "api.example.com", "render"),  // absolute-form
+            ("/v12/", "ÜBER.example.com", "versioned"),  // lowercased, non-ASCII kept
+            ("/v12/", "über.example.com:443", "versioned"),
+            ("/v1", "x.example.com", nil),  // the regex needs the trailing slash
+            ("/exact", "EXAMPLE.NET", "exact"),
+            ("/exact%2F", nil, nil),
+            ("/exäct", nil, nil),
+            ("/anything", "STATIC.example.org.", "static"),
+            ("/anything", "static.example.org.evil", nil),
+            ("/anything", "xstatic.example.org", nil),
+        ] as [(String, String?, String?)]
+    )
+    func bytewiseMatching(uri: String, host: String?, pool: String?) {
+        #expect(Self.table.match(Self.head(uri, host: host))?.pool == pool)
+    }
+
+    @Test(arguments: [
+        ("^/users/[0-9]+/avatar$", "/users/"),
+        ("^/ab?c", "/a"),
+        ("^/v[0-9]+/", "/v"),
+        ("^/a+", "/a"),
+        ("^/x.*|/y", ""),
+        ("/anywhere", ""),
+        ("^(?i)/users", ""),
+        ("^\\d", ""),
+    ])
+    func regexLiteralPrefixes(pattern: String, prefix: String) {
+        #expect(PathRegex.literalPrefix(of: pattern) == Array(prefix.utf8))
+    }
+
+    @Test func headerRulesIgnoreTheNamesCase() {
+        #expect(Self.table.match(Self.head("/", [("X-Service-1", "")]))?.pool == "service1")
+        #expect(Self.table.match(Self.head("/", method: .POST, [("X-TENANT", "blue")]))?.pool == "blue")
+        #expect(Self.table.match(Self.head("/", method: .POST, [("x-tenant", "Blue")])) == nil)  // values exact
+        #expect(
+            Self.table.match(Self.head("/", method: .POST, [("x-tenant", "red"), ("x-tenant", "blue")]))?.pool == "blue"
+        )
     }
 
     @Test func stripPrefixKeepsQuery() {

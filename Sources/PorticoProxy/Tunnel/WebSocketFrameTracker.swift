@@ -5,9 +5,9 @@ import NIOCore
 /// The tunnel forwards the very `ByteBuffer`s it reads; the tracker only reads header bytes, so it can count
 /// messages, enforce the message size limit and protocol rules, and tell where frames begin, which is where a
 /// Close frame may be put into the stream.
-struct WebSocketFrameTracker {
+public struct WebSocketFrameTracker: Sendable {
     /// Which peer sends the bytes this tracker reads.
-    enum Sender {
+    public enum Sender: Sendable {
         /// The downstream client: its frames must be masked (RFC 6455 §5.1).
         case client
         /// The upstream backend.
@@ -15,29 +15,29 @@ struct WebSocketFrameTracker {
     }
 
     /// Why a stream must be closed, with the close code to send to its sender.
-    struct Violation: Error, Equatable {
-        let code: UInt16
-        let reason: String
+    public struct Violation: Error, Equatable {
+        public let code: UInt16
+        public let reason: String
 
         static func protocolError(_ reason: String) -> Violation { Violation(code: 1002, reason: reason) }
         static let tooBig = Violation(code: 1009, reason: "message too big")
     }
 
     /// What one `consume` call found.
-    struct Outcome: Equatable {
+    public struct Outcome: Equatable, Sendable {
         /// Bytes of the buffer that may be forwarded (all of them unless a violation or a boundary stop).
-        var forwardable: Int
-        var violation: Violation?
+        public var forwardable: Int
+        public var violation: Violation?
         /// After a violation: the forwarded bytes end on a frame boundary (false when part of the offending
         /// frame's header had gone out with an earlier read), so a Close frame can still follow them.
-        var isBoundaryClean = true
+        public var isBoundaryClean = true
     }
 
     let sender: Sender
     let maxMessageBytes: Int
 
     /// Header bytes of the frame being read, while fewer than its full header have arrived.
-    private var header: [UInt8] = []
+    private var header = HeaderBytes()
     /// Payload bytes of the current frame still to come.
     private(set) var payloadRemaining: UInt64 = 0
     /// A fragmented data message is open (a frame without FIN was seen).
@@ -50,16 +50,16 @@ struct WebSocketFrameTracker {
     private var closeCodeOffset = 0
 
     /// Complete data messages seen.
-    private(set) var messages = 0
+    public private(set) var messages = 0
     /// Frames seen, control frames (ping, pong, close) included.
-    private(set) var frames = 0
+    public private(set) var frames = 0
     private(set) var bytes = 0
     /// The sender has sent a Close frame.
     private(set) var sawClose = false
     /// The code in the sender's Close frame, when it had one.
     private(set) var closeCode: UInt16?
 
-    init(sender: Sender, maxMessageBytes: Int) {
+    public init(sender: Sender, maxMessageBytes: Int) {
         self.sender = sender
         self.maxMessageBytes = maxMessageBytes
     }
@@ -74,7 +74,7 @@ struct WebSocketFrameTracker {
     ///   - stopAtBoundary: stop at the first frame boundary (for inserting a frame there).
     /// - Returns: how many bytes may be forwarded, and a violation if the sender broke the protocol. On a
     ///   violation, `forwardable` ends where the offending frame starts, so it never reaches the peer.
-    mutating func consume(_ buffer: ByteBuffer, stopAtBoundary: Bool = false) -> Outcome {
+    public mutating func consume(_ buffer: ByteBuffer, stopAtBoundary: Bool = false) -> Outcome {
         buffer.withUnsafeReadableBytes { bytes in
             self.consume(bytes, stopAtBoundary: stopAtBoundary)
         }
@@ -105,7 +105,7 @@ struct WebSocketFrameTracker {
             offset += 1
             guard let needed = Self.headerLength(self.header), self.header.count >= needed else { continue }
             let violation = self.frameHeaderComplete()
-            self.header = []
+            self.header.removeAll()
             if let violation {
                 let forwardable = headerStartedHere ? frameStart : 0
                 self.bytes += forwardable
@@ -117,7 +117,7 @@ struct WebSocketFrameTracker {
     }
 
     /// The full header length once the first two (or the extended-length) bytes are known.
-    private static func headerLength(_ header: [UInt8]) -> Int? {
+    private static func headerLength(_ header: HeaderBytes) -> Int? {
         guard header.count >= 2 else { return nil }
         let masked = header[1] & 0x80 != 0
         let extra = masked ? 4 : 0
@@ -163,7 +163,7 @@ struct WebSocketFrameTracker {
                 if length >= 2 {
                     self.closeCodeNeeded = 2
                     self.closeCodeBytes = []
-                    self.closeCodeMask = masked ? Array(self.header[cursor..<(cursor + 4)]) : []
+                    self.closeCodeMask = masked ? (cursor..<(cursor + 4)).map { self.header[$0] } : []
                     self.closeCodeOffset = 0
                 }
             }
@@ -214,5 +214,34 @@ struct WebSocketFrameTracker {
         }
         frame.writeBytes(payload)
         return frame
+    }
+}
+
+/// A frame header's bytes (at most 14) kept inline: following a stream allocates nothing per frame.
+struct HeaderBytes {
+    private var low: UInt64 = 0
+    private var high: UInt64 = 0
+    private(set) var count = 0
+
+    var isEmpty: Bool { self.count == 0 }
+
+    mutating func append(_ byte: UInt8) {
+        precondition(self.count < 16, "a WebSocket frame header has at most 14 bytes")
+        if self.count < 8 {
+            self.low |= UInt64(byte) << (8 * self.count)
+        } else {
+            self.high |= UInt64(byte) << (8 * (self.count - 8))
+        }
+        self.count += 1
+    }
+
+    subscript(index: Int) -> UInt8 {
+        index < 8
+            ? UInt8(truncatingIfNeeded: self.low >> (8 * index))
+            : UInt8(truncatingIfNeeded: self.high >> (8 * (index - 8)))
+    }
+
+    mutating func removeAll() {
+        self = HeaderBytes()
     }
 }
