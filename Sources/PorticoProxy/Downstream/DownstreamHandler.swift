@@ -30,6 +30,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
 
     /// The exchange in progress, if any.
     private var exchange: Exchange?
+    /// The response timeout of the current exchange (`pools.*.response_timeout`).
+    private var responseTimer: LazyTimer?
     /// Its upstream connection, once one is ready.
     private var upstream: UpstreamHandler?
     /// A locally answered request whose remaining body parts are read and dropped.
@@ -67,9 +69,16 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.downstreamIP = context.channel.remoteAddress?.ipAddress
+        // One lazily re-armed timer per connection: exchanges on a keep-alive connection schedule nothing.
+        self.responseTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(1)) { [weak self] in
+            guard let self, let exchange = self.exchange, !exchange.responseStarted else { return }
+            self.upstreamFailed(exchange, error: ProxyError.responseTimeout, timedOut: true)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.responseTimer?.cancel()
+        self.responseTimer = nil
         self.context = nil
     }
 
@@ -147,7 +156,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         if let exchange = self.exchange {
             // The client went away mid-exchange: the upstream connection is in an unknown state; never reuse it.
             self.exchange = nil
-            exchange.responseTimer?.cancel()
+            self.responseTimer?.clear()
             self.releaseBackend(exchange)
             self.upstream?.delegate = nil
             self.upstream?.close()
@@ -419,19 +428,14 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     }
 
     private func armResponseTimer(_ exchange: Exchange) {
-        guard !exchange.responseStarted, let context = self.context else { return }
-        exchange.responseTimer?.cancel()
-        let timeout = TimeAmount.milliseconds(exchange.pool.configuration.responseTimeout.milliseconds)
-        exchange.responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            guard let self, self.exchange === exchange, !exchange.responseStarted else { return }
-            self.upstreamFailed(exchange, error: ProxyError.responseTimeout, timedOut: true)
-        }
+        guard !exchange.responseStarted else { return }
+        self.responseTimer?.set(in: .milliseconds(exchange.pool.configuration.responseTimeout.milliseconds))
     }
 
     /// The current attempt failed: retry elsewhere when that is safe, else answer 502/504 or cut the response.
     private func upstreamFailed(_ exchange: Exchange, error: any Error, timedOut: Bool) {
         guard self.exchange === exchange else { return }
-        exchange.responseTimer?.cancel()
+        self.responseTimer?.clear()
         if let upstream = self.upstream {
             upstream.delegate = nil
             upstream.close()
@@ -583,7 +587,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         guard let exchange = self.exchange, let context = self.context else { return }
         switch part {
         case .head(let head):
-            exchange.responseTimer?.cancel()
+            self.responseTimer?.clear()
             if head.status == .switchingProtocols {
                 guard exchange.isWebSocket else {
                     // Nothing asked this backend to switch protocols (Upgrade was not forwarded).

@@ -21,7 +21,8 @@ final class DownstreamTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
     private let idleTimeout: TimeAmount
     private var phase = Phase.idle
     private var bytesWhileBusy = false
-    private var timer: Scheduled<Void>?
+    /// One lazily re-armed timer for both timeouts: requests on a busy connection schedule nothing.
+    private var timer: LazyTimer?
     private var context: ChannelHandlerContext?
 
     init(headerTimeout: TimeAmount, idleTimeout: TimeAmount) {
@@ -31,12 +32,18 @@ final class DownstreamTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.timer = LazyTimer(
+            eventLoop: context.eventLoop,
+            period: min(self.headerTimeout, self.idleTimeout),
+            onExpiry: { [weak self] in self?.fire() }
+        )
         // A new connection must start its first request promptly: nginx's client_header_timeout.
         self.arm(self.headerTimeout, phase: .idle)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.timer?.cancel()
+        self.timer = nil
         self.context = nil
     }
 
@@ -51,8 +58,7 @@ final class DownstreamTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
 
     /// The decoder produced a complete head.
     func headReceived() {
-        self.timer?.cancel()
-        self.timer = nil
+        self.timer?.clear()
         self.phase = .busy
         self.bytesWhileBusy = false
     }
@@ -67,12 +73,8 @@ final class DownstreamTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     private func arm(_ timeout: TimeAmount, phase: Phase) {
-        self.timer?.cancel()
         self.phase = phase
-        guard let context = self.context else { return }
-        self.timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            self?.fire()
-        }
+        self.timer?.set(in: timeout)
     }
 
     private func fire() {

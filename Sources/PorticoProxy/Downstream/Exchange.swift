@@ -49,7 +49,6 @@ final class Exchange {
     var upgraded = false
     /// The backend's response allows another request on the same connection.
     var upstreamReusable = false
-    var responseTimer: Scheduled<Void>?
     /// The upstream connection came from the idle pool (it may have been closed by the backend meanwhile).
     var upstreamWasReused = false
 

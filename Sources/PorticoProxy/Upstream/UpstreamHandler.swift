@@ -24,7 +24,8 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     let backendKey: String
     private(set) var context: ChannelHandlerContext?
     private var pendingRead = false
-    private var idleTimer: Scheduled<Void>?
+    /// Closes the connection when it stays parked too long; lazily re-armed, so lease and park cost nothing.
+    private var idleTimer: LazyTimer?
     /// Requests sent on this connection, to tell a stale reused connection from a fresh one.
     private(set) var requestsSent = 0
     var onClose: ((UpstreamHandler) -> Void)?
@@ -39,9 +40,14 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.idleTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(60)) { [weak self] in
+            self?.close()
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
         self.context = nil
     }
 
@@ -71,16 +77,12 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Parks the connection in the pool: closes it after `timeout` unless leased again.
     func park(timeout: TimeAmount) {
         self.delegate = nil
-        self.idleTimer?.cancel()
-        self.idleTimer = self.context?.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            self?.close()
-        }
+        self.idleTimer?.set(in: timeout)
         self.resumeReading()  // keep reading while idle, so a close by the backend is noticed at once
     }
 
     func lease(to delegate: any UpstreamDelegate) {
-        self.idleTimer?.cancel()
-        self.idleTimer = nil
+        self.idleTimer?.clear()
         self.delegate = delegate
     }
 
