@@ -42,6 +42,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private var isClosing = false
     /// `read` was held back for backpressure.
     private var pendingRead = false
+    /// Parts of pipelined requests that arrived while an earlier one was in progress, served in order after it.
+    /// Reading pauses while any wait, so a client that pipelines cannot make this grow without bound.
+    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
     /// The exchange waiting in its pool's hold queue, if any.
     private var held: (exchange: Exchange, ticket: Int, id: UInt64, timer: Scheduled<Void>)?
     private var holdSequence = 0
@@ -86,6 +89,17 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = Self.unwrapInboundIn(data)
+        if !self.pipelined.isEmpty || (part.isHead && self.isBusy) {
+            self.pipelined.append(part)
+            return
+        }
+        self.handle(part, context: context)
+    }
+
+    /// An exchange is in progress (or held, or its response is being written): a new request head waits.
+    private var isBusy: Bool { self.exchange != nil || self.responseInProgress || self.held != nil }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
             self.timeouts?.headReceived()
@@ -129,8 +143,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         }
     }
 
-    /// Reads wait while a request body has nowhere to go: no upstream yet, or the upstream is full.
+    /// Reads wait while pipelined requests are queued, or while a request body has nowhere to go: no upstream
+    /// yet, or the upstream is full.
     private var shouldHoldReads: Bool {
+        if !self.pipelined.isEmpty { return true }
         guard let exchange = self.exchange, !exchange.requestEnded else { return false }
         guard let upstream = self.upstream else { return true }
         return !upstream.isWritable
@@ -148,6 +164,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.pipelined.removeAll()
         if let held = self.held {
             self.held = nil
             held.timer.cancel()
@@ -487,6 +504,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             keepAlive: exchange.keepAlive && !exchange.head.stopsTheParser
         )
         self.writeLocalResponse(status, version: exchange.head.version, closing: closing, context: context)
+        if !closing { self.drainPipelinedLater() }
     }
 
     private func answerLocally(
@@ -684,7 +702,6 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 pipeline.removeHandler(context: handler, promise: nil)
             }
             remove(downstreamPipeline, try downstreamPipeline.context(handlerType: DownstreamTimeoutHandler.self))
-            remove(downstreamPipeline, try downstreamPipeline.context(handlerType: HTTPServerPipelineHandler.self))
             remove(
                 downstreamPipeline,
                 try downstreamPipeline.context(handlerType: NIOHTTPResponseHeadersValidator.self)
@@ -751,6 +768,26 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         head.headers.add(name: "set-cookie", value: "\(cookie)=\(token); Path=/; HttpOnly; SameSite=Lax")
     }
 
+    /// Serves queued pipelined parts once nothing is in progress: every part up to the next head that has to
+    /// wait again. Runs on a fresh stack (it may begin an exchange from within the end of another).
+    private func drainPipelinedLater() {
+        guard !self.pipelined.isEmpty, let context = self.context else { return }
+        context.eventLoop.assumeIsolated().execute {
+            guard let context = self.context else { return }
+            while let next = self.pipelined.first {
+                if self.isClosing {
+                    self.pipelined.removeAll()
+                    break
+                }
+                if next.isHead && self.isBusy { break }
+                self.pipelined.removeFirst()
+                self.handle(next, context: context)
+            }
+            self.upstream?.flush()
+            self.resumeReadsIfPossible()
+        }
+    }
+
     private func finish(_ exchange: Exchange, context: ChannelHandlerContext) {
         let upstream = self.upstream
         self.upstream = nil
@@ -775,6 +812,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             if !exchange.requestEnded { self.discardingBody = true }
             context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
             if exchange.requestEnded { self.timeouts?.exchangeFinished() }
+            self.drainPipelinedLater()
         }
     }
 
@@ -848,5 +886,11 @@ enum ProxyError: Error, CustomStringConvertible {
         case .responseTimeout: return "upstream response timeout"
         case .unexpectedUpgrade: return "upstream switched protocols unasked"
         }
+    }
+}
+
+extension HTTPServerRequestPart {
+    fileprivate var isHead: Bool {
+        if case .head = self { true } else { false }
     }
 }

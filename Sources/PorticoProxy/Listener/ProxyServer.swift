@@ -196,8 +196,10 @@ public final class ProxyServer: Service, Sendable {
                     // `.forwardBytes`, so bytes a client sends after its WebSocket handshake reach the tunnel
                     // when the decoder leaves the pipeline. The upgrade handler itself steps aside after the
                     // first request head, since it has nothing to upgrade to.
+                    // Pipelining is DownstreamHandler's: it queues a pipelined request only when one arrives,
+                    // instead of pausing reads around every exchange (two epoll_ctl calls per request).
                     try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true,
+                        withPipeliningAssistance: false,
                         withServerUpgrade: (upgraders: [], completionHandler: { _ in }),
                         withErrorHandling: false
                     )

@@ -69,6 +69,37 @@ import Testing
         }
     }
 
+    /// A slow first response, a body, a locally answered 404 and a plain GET, all in one write: answered in
+    /// order, bodies intact, the connection kept for more.
+    @Test func pipelinedRequestsOfEveryKindStayInOrder() async throws {
+        try await withBackends(["one"]) { b in
+            let yaml = """
+                listeners: [{ address: "LISTEN" }]
+                routes: [{ match: { path_prefix: "/api/" }, pool: p, strip_prefix: "/api" }]
+                pools: { p: { backends: [{ address: "\(b[0].address)" }] } }
+                """
+            try await withProxy(yaml) { proxy in
+                let request =
+                    "GET /api/slow/150 HTTP/1.1\r\nHost: x\r\n\r\n"
+                    + "POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"
+                    + "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"
+                    + "GET /api/last HTTP/1.1\r\nHost: x\r\n\r\n"
+                let reply = try await RawHTTPClient.send(request, port: proxy.port) { text in
+                    text.contains("uri: /last")
+                }
+                #expect(reply.statuses == [200, 200, 404, 200])
+                let slow = reply.text.firstRange(of: "slow 150")
+                let echo = reply.text.firstRange(of: "hello world")
+                let last = reply.text.firstRange(of: "uri: /last")
+                #expect(slow != nil && echo != nil && last != nil)
+                if let slow, let echo, let last {
+                    #expect(slow.upperBound <= echo.lowerBound && echo.upperBound <= last.lowerBound)
+                }
+                #expect(!reply.closedByServer)
+            }
+        }
+    }
+
     @Test func http10ClientsGetHTTP10() async throws {
         try await withBackends(["one"]) { b in
             try await withProxy(Self.yaml(b[0])) { proxy in
