@@ -1,7 +1,9 @@
 import NIOCore
 import NIOHTTP1
+import PorticoBalancing
 import PorticoConfig
 import PorticoRouting
+import Synchronization
 
 /// How a request's body is framed, decided once from its head.
 enum RequestFraming: Equatable {
@@ -225,14 +227,25 @@ extension HTTPRequestHead {
     }
 }
 
-/// Request ids: 128 bits as 32 hex digits from xoshiro256**, seeded once per connection from the system
-/// generator, so a request costs no system call (ids need to be unique, not secret).
+/// Request ids: 128 bits as 32 hex digits from xoshiro256**, seeded per connection from one random process seed
+/// and a connection counter (SplitMix64), so neither a request nor a connection costs a system call (ids need
+/// to be unique, not secret).
 struct RequestIDGenerator {
     private var state: (UInt64, UInt64, UInt64, UInt64)
+    /// Read from the system generator once per process.
+    private static let processSeed: UInt64 = {
+        var system = SystemRandomNumberGenerator()
+        return system.next()
+    }()
+    private static let connections = Atomic<UInt64>(0)
 
     init() {
-        var system = SystemRandomNumberGenerator()
-        self.state = (system.next(), system.next(), system.next(), system.next() | 1)
+        var seed = Self.processSeed ^ Self.connections.add(1, ordering: .relaxed).newValue &* 0xD1B5_4A32_D192_ED03
+        func splitMix() -> UInt64 {
+            seed &+= 0x9E37_79B9_7F4A_7C15
+            return mix64(seed)
+        }
+        self.state = (splitMix(), splitMix(), splitMix(), splitMix() | 1)
     }
 
     private mutating func next64() -> UInt64 {
