@@ -9,7 +9,7 @@ help:
 	@echo "make test   install what is missing, lint, run every test"
 	@echo "make build  release build of portico (.build/release/portico)"
 	@echo "make e2e    a real-browser test of the demo (headless Chromium)"
-	@echo "make bench  side-by-side benchmark with HAProxy, nginx and Caddy (loopback, about 6 minutes)"
+	@echo "make bench  side-by-side benchmark with HAProxy, nginx and Caddy, fan-out and relay (loopback, about 20 minutes)"
 
 deps:
 	@scripts/install-deps.sh
@@ -43,11 +43,18 @@ e2e: build
 	python3 e2e/browser_test.py
 	e2e/multihost_test.sh
 
-# Side by side with HAProxy, nginx and Caddy (installs them), interleaved rounds; see scripts/bench.sh.
+# Side by side with HAProxy, nginx and Caddy (installs them), interleaved rounds (scripts/bench.sh), then
+# chat fan-out through the balancer (scripts/bench_fanout.sh) and the relay next to redis-benchmark
+# (scripts/bench_relay.sh). Results and the chart go to bench/.
 bench: build
-	@scripts/install-deps.sh haproxy nginx caddy wrk
+	@scripts/install-deps.sh haproxy nginx caddy wrk redis-server redis-tools
+	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install --quiet matplotlib \
+		|| python3 -m pip install --quiet --break-system-packages matplotlib \
+		|| scripts/install-deps.sh python3-matplotlib
 	$(SWIFT) build -c release --product portico-bench
 	scripts/bench.sh 3 5
+	scripts/bench_fanout.sh 10 20 5
+	scripts/bench_relay.sh 100000
 
 clean:
 	rm -rf .build run
