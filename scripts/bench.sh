@@ -23,7 +23,9 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-ticks() { local total=0; for pid in $1; do total=$((total + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo $total; }
+# A proxy's processes: the ones started and their children (nginx's worker), looked up when measured.
+tree() { local pid; for pid in $1; do echo "$pid"; pgrep -P "$pid" || true; done; }
+ticks() { local total=0 pid; for pid in $(tree "$1"); do total=$((total + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo $total; }
 
 backend_port=$(free_port)
 taskset -c 1 "$bin/portico-testbackend" --listen "127.0.0.1:$backend_port" --name backend >/dev/null 2>&1 &
@@ -114,21 +116,20 @@ start_proxy() {
     wait_port "${port[$name]}"
     sleep 0.3
     if [ "$name" = nginx ]; then  # nginx does the work in its worker process: wait for it to exist
-        local worker=""
         for _ in $(seq 100); do
-            worker=$(pgrep -P "${proxy_pids[nginx]}" | head -1) && [ -n "$worker" ] && break
+            [ -n "$(pgrep -P "${proxy_pids[nginx]}")" ] && break
             sleep 0.05
         done
-        proxy_pids[nginx]="${proxy_pids[nginx]} $worker"
     fi
 }
 stop_proxy() {
-    local pid
-    for pid in ${proxy_pids[$1]:-}; do kill "$pid" 2>/dev/null || true; done
-    for pid in ${proxy_pids[$1]:-}; do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
+    local pid all
+    all=$(tree "${proxy_pids[$1]:-}")
+    for pid in $all; do kill "$pid" 2>/dev/null || true; done
+    for pid in $all; do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
     proxy_pids[$1]=""
 }
-rss_kib() { local total=0; for pid in $1; do total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"))); done; echo $total; }
+rss_kib() { local total=0 pid; for pid in $(tree "$1"); do total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"))); done; echo $total; }
 
 for name in haproxy nginx caddy portico; do start_proxy "$name"; done
 
@@ -169,6 +170,7 @@ run() {  # run ROUND PROXY WORKLOAD
         taskset -c 1 "$bin/portico-bench" ws-idle --target "127.0.0.1:$target" --connections "$idle_sockets" \
             --hold 3 >"$work/idle.out" 2>&1 &
         local generator=$!
+        # ws-idle flushes its report line once every socket is open, then holds them for 3 s.
         for _ in $(seq 600); do grep -q "handshakes/s" "$work/idle.out" && break; sleep 0.1; done
         sleep 1
         if [ "$name" != direct ]; then rss_after=$(rss_kib "${proxy_pids[$name]}"); fi
@@ -194,7 +196,7 @@ run() {  # run ROUND PROXY WORKLOAD
 }
 
 for round in $(seq "$rounds"); do
-    for workload in http-keepalive http-close ws-64 ws-4096 ws-connect ws-idle; do
+    for workload in ${WORKLOADS:-http-keepalive http-close ws-64 ws-4096 ws-connect ws-idle}; do
         for name in direct haproxy nginx caddy portico; do
             run "$round" "$name" "$workload"
         done

@@ -47,6 +47,12 @@ public final class BackendLoad: Sendable {
         self.counters[backend.index].value.load(ordering: .relaxed)
     }
 
+    /// Work currently assigned to the backend at `index`.
+    @inline(__always)
+    func active(at index: Int) -> Int {
+        self.counters[index].value.load(ordering: .relaxed)
+    }
+
     /// Records that `backend` took one more request or tunnel.
     public func begin(_ backend: Backend) {
         self.counters[backend.index].value.add(1, ordering: .relaxed)

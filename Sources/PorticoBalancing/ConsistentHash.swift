@@ -98,9 +98,9 @@ struct ConsistentHashSelector: BackendSelector {
         guard let factor = self.boundedLoad else { return nil }
         var weight = 0
         var active = 0
-        for backend in self.backends where isUsable(backend) {
-            weight += backend.weight
-            active += self.load.active(backend)
+        for index in self.backends.indices where isUsable(self.backends[index]) {
+            weight += self.backends[index].weight
+            active += self.load.active(at: index)
         }
         guard weight > 0 else { return nil }
         return factor * Double(active + 1) / Double(weight)

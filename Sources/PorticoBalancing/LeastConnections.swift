@@ -17,18 +17,25 @@ struct LeastConnectionsSelector: BackendSelector {
     func select(key: UInt64?, where isUsable: (Backend) -> Bool) -> Backend? {
         let count = self.backends.count
         guard count > 0 else { return nil }
-        let start = Int(self.ticket.next() % UInt64(count))
-        var best: Backend?
+        // Indexes, not Backend copies: each copy would retain and release the backend's strings.
+        var index = Int(self.ticket.next() % UInt64(count))
+        var best = -1
         var bestActive = 0
-        for step in 0..<count {
-            let backend = self.backends[(start + step) % count]
-            guard isUsable(backend) else { continue }
-            let active = self.load.active(backend)
-            // active/weight < bestActive/bestWeight, without division.
-            if let current = best, active * current.weight >= bestActive * backend.weight { continue }
-            best = backend
-            bestActive = active
+        var bestWeight = 1
+        for _ in 0..<count {
+            if isUsable(self.backends[index]) {
+                let active = self.load.active(at: index)
+                let weight = self.backends[index].weight
+                // active/weight < bestActive/bestWeight, without division.
+                if best < 0 || active * bestWeight < bestActive * weight {
+                    best = index
+                    bestActive = active
+                    bestWeight = weight
+                }
+            }
+            index += 1
+            if index == count { index = 0 }
         }
-        return best
+        return best < 0 ? nil : self.backends[best]
     }
 }

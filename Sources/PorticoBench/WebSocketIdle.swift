@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -71,6 +72,7 @@ struct WebSocketIdle: AsyncParsableCommand {
             "handshakes/s=\(Int(Double(open) / elapsed.seconds)) \(latencies.withLockedValue { $0.summary }) open=\(open) "
                 + "failures=\(failures.withLockedValue { $0 })"
         )
+        fflush(nil)  // every stream, now, not at exit: a script measures the target while the sockets are held
         try await Task.sleep(for: .seconds(self.hold))
         for channel in channels.withLockedValue({ $0 }) { channel.close(promise: nil) }
         try await group.shutdownGracefully()

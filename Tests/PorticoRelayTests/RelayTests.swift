@@ -216,9 +216,13 @@ final class Inboxes: Sendable {
         )
         try await relayA.broadcast(ByteBuffer(string: "awake"), to: Room("r"))
         #expect(await eventually(timeout: .seconds(10)) { inboxes.messages("b1").last == "awake" })
-        // What was published during the hang is flushed once both nodes are back: all of it, in order.
-        #expect(inboxes.messages("b1") == (0..<5).map { "while-hung-\($0)" } + ["awake"])
-        #expect(await relayB.lost == 0)
+        // What was published during the hang arrives in order, or is counted as lost (a's own connection may
+        // have survived the hang and flushed while b was still resubscribing): never silent.
+        let delivered = inboxes.messages("b1").filter { $0.hasPrefix("while-hung-") }
+        let order = (0..<5).map { "while-hung-\($0)" }
+        #expect(delivered == order.filter { delivered.contains($0) }, "\(delivered)")
+        let lost = await relayB.lost
+        #expect(delivered.count + lost == 5)
         #expect(await a.reconnects >= 1)
         for task in tasks + runs { task.cancel() }
     }

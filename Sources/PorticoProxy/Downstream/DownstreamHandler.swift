@@ -684,7 +684,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             backend: backend,
             idleTimeout: .milliseconds(limits.idleTimeout.milliseconds),
             eventLoop: context.eventLoop,
-            logger: self.accessLog.logger
+            logger: self.accessLog.logger,
+            metrics: self.metrics.tunnel(pool: exchange.pool.name, backend: backend.id)
         )
         let down = TunnelHandler(side: .downstream, session: session, maxMessageBytes: limits.maxMessageBytes)
         let up = TunnelHandler(side: .upstream, session: session, maxMessageBytes: limits.maxMessageBytes)

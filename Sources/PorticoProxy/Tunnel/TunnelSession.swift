@@ -60,13 +60,20 @@ final class TunnelSession {
     /// The close code the tunnel ended with, when Portico or a peer sent one.
     private var closeCode: UInt16?
 
-    init(pool: BackendPool, backend: Backend, idleTimeout: TimeAmount, eventLoop: any EventLoop, logger: Logger) {
+    init(
+        pool: BackendPool,
+        backend: Backend,
+        idleTimeout: TimeAmount,
+        eventLoop: any EventLoop,
+        logger: Logger,
+        metrics: TunnelMetrics
+    ) {
         self.pool = pool
         self.backend = backend
         self.idleTimeout = idleTimeout
         self.eventLoop = eventLoop
         self.logger = logger
-        self.metrics = TunnelMetrics(pool: pool.name, backend: backend.id)
+        self.metrics = metrics
     }
 
     var counters: TunnelCounters { self.pool.states[self.backend.index].tunnels }
