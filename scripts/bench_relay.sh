@@ -14,7 +14,18 @@ for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep
 payload=$(python3 -c 'print("x" * 64)')
 publish=$(taskset -c 0 redis-benchmark -p "$port" -n 200000 -q -d 64 PUBLISH bench "$payload" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1)
 pipelined=$(taskset -c 0 redis-benchmark -p "$port" -n 1000000 -P 16 -q PUBLISH bench "$payload" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1)
-full=$(taskset -c 0 "$bin/portico-bench" relay --redis "redis://127.0.0.1:$port" --messages "$messages" --size 64 | tail -1)
+# The relays' own CPU per message: the generator process holds both relays (publisher and receiver), so its
+# user+system time over the messages is what the relay costs, end to end, on both sides.
+full=$(python3 - "$bin/portico-bench" "$port" "$messages" <<'PY'
+import resource, subprocess, sys
+binary, port, messages = sys.argv[1:]
+out = subprocess.run(["taskset", "-c", "0", binary, "relay", "--redis", f"redis://127.0.0.1:{port}",
+                      "--messages", messages, "--size", "64"], capture_output=True, text=True).stdout
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = (usage.ru_utime + usage.ru_stime) * 1e6 / int(messages)
+print(f"{out.strip().splitlines()[-1]} relay_cpu_us_per_message={cpu:.1f}")
+PY
+)
 paced=$(taskset -c 0 "$bin/portico-bench" relay --redis "redis://127.0.0.1:$port" --messages 50000 --size 64 --rate 10000 | tail -1)
 {
     echo "| run | result |"
