@@ -55,6 +55,11 @@ public struct HealthProber: Service {
                             }
                         }
                     }
+                    // States of backends that left: their due times go too.
+                    if due.count > snapshot.pools.values.reduce(0, { $0 + $1.states.count }) {
+                        let current = Set(snapshot.pools.values.flatMap { $0.states.map(ObjectIdentifier.init) })
+                        due = due.filter { current.contains($0.key) }
+                    }
                     try? await Task.sleep(for: self.tick)
                 }
             }

@@ -122,6 +122,8 @@ public actor ConfigReloader {
         let kept = Set(next.pools.values.flatMap { $0.states.map(ObjectIdentifier.init) })
         for pool in next.pools.values { for state in pool.states { state.restoreIfRemoved() } }
         self.store.install(next)
+        // Backends dropped by an earlier reload that have drained since: forget them.
+        next.runtime.forgetDeparted(keeping: kept)
         // Backends the new configuration dropped: no new work, in-flight requests finish, sockets get 1012.
         for pool in old.pools.values {
             for state in pool.states where !kept.contains(ObjectIdentifier(state)) {

@@ -77,6 +77,11 @@ public final class BackendState: Sendable {
         self.draining.store(true, ordering: .relaxed)
     }
 
+    /// Removed by a reload or discovery and nothing of it is left: no request in flight, no open tunnel.
+    var isGone: Bool {
+        self.removed.load(ordering: .relaxed) && self.active.current == 0 && self.liveTunnelCount == 0
+    }
+
     /// A reload brought a removed backend back: it takes work again.
     func restoreIfRemoved() {
         if self.removed.load(ordering: .relaxed) { self.setDraining(false) }

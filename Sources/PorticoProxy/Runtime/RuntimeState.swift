@@ -23,6 +23,24 @@ public final class RuntimeState: Sendable {
         }
     }
 
+    /// Forgets backends that configurations dropped and that have drained completely, so discovery churn
+    /// (autoscaling, rolling deploys) does not grow this map forever. A backend that comes back later starts
+    /// with a fresh state; one that comes back while still draining keeps its old one.
+    ///
+    /// - Parameter kept: the states the installed snapshot uses.
+    /// - Returns: how many were forgotten.
+    @discardableResult
+    func forgetDeparted(keeping kept: Set<ObjectIdentifier>) -> Int {
+        self.backends.withLockedValue { states in
+            let gone = states.filter { !kept.contains(ObjectIdentifier($0.value)) && $0.value.isGone }.map(\.key)
+            for key in gone { states[key] = nil }
+            return gone.count
+        }
+    }
+
+    /// Backend states known, kept or draining.
+    var backendCount: Int { self.backends.withLockedValue { $0.count } }
+
     /// The state of pool `name`, created on first use.
     public func poolState(_ name: String) -> PoolState {
         self.pools.withLockedValue { pools in

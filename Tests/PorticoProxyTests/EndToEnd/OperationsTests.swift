@@ -1,9 +1,10 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
-import PorticoProxy
 import PorticoTestSupport
 import Testing
+
+@testable import PorticoProxy
 
 @Suite(.serialized) struct OperationsTests {
     static func pool(_ b: [TestBackend], extra: String = "") -> String {
@@ -125,6 +126,27 @@ import Testing
                 #expect(try await HTTPTestClient.request(port: portico.port, .GET, "/").status == 503)
             }
         }
+    }
+
+    /// Backends that configurations drop are forgotten once drained: churn (autoscaling, rolling deploys
+    /// through discovery) does not grow the runtime state forever.
+    @Test func departedBackendsAreForgottenOnceDrained() async throws {
+        func config(_ generation: Int) -> String {
+            """
+            listeners: [{ address: "LISTEN" }]
+            admin: { address: "ADMIN" }
+            routes: [{ pool: p }]
+            pools: { p: { backends: [{ address: "127.0.0.1:\(20_000 + generation)", id: "gen-\(generation)" }] } }
+            """
+        }
+        let portico = try await RuntimeHarness(config(0))
+        for generation in 1...30 {
+            try portico.rewrite(config(generation))
+            #expect(try await portico.admin("POST", "/reload").status == 200)
+        }
+        // The current backend and the one dropped by the last reload (forgotten at the next one).
+        #expect(portico.runtime.store.snapshot.runtime.backendCount <= 2)
+        await portico.stop()
     }
 
     @Test func adminTokenIsRequiredWhenSet() async throws {
