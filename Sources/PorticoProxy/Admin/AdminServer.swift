@@ -307,5 +307,7 @@ enum AdminMetrics {
                 Gauge(label: "portico_backend_up", dimensions: dimensions).record(state.status == .up ? 1 : 0)
             }
         }
+        // Every known backend, draining ones too: their tunnels still carry traffic.
+        for state in snapshot.runtime.backendStates { exportTunnelTraffic(of: state) }
     }
 }

@@ -82,29 +82,15 @@ final class LoopMetrics {
     }
 }
 
-/// The metric objects of tunnels to one backend.
+/// The metric objects of tunnels to one backend. Message and byte counts are not here: tunnels count them in
+/// ``TunnelCounters`` and `/metrics` exports them when scraped (``exportTunnelTraffic(of:)``).
 final class TunnelMetrics {
-    let clientMessages: Counter
-    let backendMessages: Counter
-    let clientBytes: Counter
-    let backendBytes: Counter
     let pool: String
     let backend: String
 
     init(pool: String, backend: String) {
         self.pool = pool
         self.backend = backend
-        let base = [("pool", pool), ("backend", backend)]
-        self.clientMessages = Counter(
-            label: "portico_websocket_messages_total",
-            dimensions: base + [("from", "client")]
-        )
-        self.backendMessages = Counter(
-            label: "portico_websocket_messages_total",
-            dimensions: base + [("from", "backend")]
-        )
-        self.clientBytes = Counter(label: "portico_websocket_bytes_total", dimensions: base + [("from", "client")])
-        self.backendBytes = Counter(label: "portico_websocket_bytes_total", dimensions: base + [("from", "backend")])
     }
 
     func closed(code: UInt16?, lifetime: TimeAmount) {
@@ -114,5 +100,20 @@ final class TunnelMetrics {
         ).increment()
         Timer(label: "portico_tunnel_lifetime_seconds", dimensions: [("pool", self.pool)])
             .recordNanoseconds(lifetime.nanoseconds)
+    }
+}
+
+/// Adds what `state`'s tunnels carried since the previous scrape to the Prometheus counters
+/// `portico_websocket_messages_total` and `portico_websocket_bytes_total`.
+func exportTunnelTraffic(of state: BackendState) {
+    let growth = state.tunnels.takeGrowth()
+    let base = [("pool", state.pool), ("backend", state.id)]
+    for (label, from, value) in [
+        ("portico_websocket_messages_total", "client", growth.clientMessages),
+        ("portico_websocket_messages_total", "backend", growth.backendMessages),
+        ("portico_websocket_bytes_total", "client", growth.clientBytes),
+        ("portico_websocket_bytes_total", "backend", growth.backendBytes),
+    ] {
+        Counter(label: label, dimensions: base + [("from", from)]).increment(by: Int64(value))
     }
 }

@@ -31,15 +31,19 @@ public final class RuntimeState: Sendable {
     /// - Returns: how many were forgotten.
     @discardableResult
     func forgetDeparted(keeping kept: Set<ObjectIdentifier>) -> Int {
-        self.backends.withLockedValue { states in
-            let gone = states.filter { !kept.contains(ObjectIdentifier($0.value)) && $0.value.isGone }.map(\.key)
-            for key in gone { states[key] = nil }
-            return gone.count
+        let gone = self.backends.withLockedValue { states in
+            let keys = states.filter { !kept.contains(ObjectIdentifier($0.value)) && $0.value.isGone }.map(\.key)
+            return keys.compactMap { states.removeValue(forKey: $0) }
         }
+        for state in gone { exportTunnelTraffic(of: state) }  // its last counts, which no scrape will see now
+        return gone.count
     }
 
     /// Backend states known, kept or draining.
     var backendCount: Int { self.backends.withLockedValue { $0.count } }
+
+    /// Every backend state known, kept or draining.
+    var backendStates: [BackendState] { self.backends.withLockedValue { Array($0.values) } }
 
     /// The state of pool `name`, created on first use.
     public func poolState(_ name: String) -> PoolState {

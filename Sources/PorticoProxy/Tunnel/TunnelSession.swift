@@ -12,8 +12,26 @@ public final class TunnelCounters: Sendable {
     private let bytesFromClients = Atomic<Int>(0)
     private let bytesFromBackend = Atomic<Int>(0)
     private let total = Atomic<Int>(0)
+    /// What the last `/metrics` scrape already exported of each total.
+    private let exportedClientMessages = Atomic<Int>(0)
+    private let exportedBackendMessages = Atomic<Int>(0)
+    private let exportedClientBytes = Atomic<Int>(0)
+    private let exportedBackendBytes = Atomic<Int>(0)
 
     public init() {}
+
+    /// Growth of each total since the previous call, for the Prometheus counters: the tunnels count once per
+    /// read (these atomics) and `/metrics` turns that into counter increments when scraped.
+    func takeGrowth() -> (clientMessages: Int, backendMessages: Int, clientBytes: Int, backendBytes: Int) {
+        func growth(_ value: Int, _ exported: borrowing Atomic<Int>) -> Int {
+            value - exported.exchange(value, ordering: .relaxed)
+        }
+        return (
+            growth(self.clientMessages, self.exportedClientMessages),
+            growth(self.backendMessages, self.exportedBackendMessages),
+            growth(self.clientBytes, self.exportedClientBytes), growth(self.backendBytes, self.exportedBackendBytes)
+        )
+    }
 
     /// Tunnels open now.
     public var live: Int { self.open.load(ordering: .relaxed) }
@@ -90,13 +108,6 @@ final class TunnelSession {
 
     func count(from side: TunnelHandler.Side, bytes: Int, messages: Int) {
         self.counters.add(fromClient: side == .downstream, bytes: bytes, messages: messages)
-        if side == .downstream {
-            self.metrics.clientBytes.increment(by: Int64(bytes))
-            if messages > 0 { self.metrics.clientMessages.increment(by: Int64(messages)) }
-        } else {
-            self.metrics.backendBytes.increment(by: Int64(bytes))
-            if messages > 0 { self.metrics.backendMessages.increment(by: Int64(messages)) }
-        }
     }
 
     private func armIdleTimer(after delay: TimeAmount) {

@@ -186,6 +186,17 @@ import Testing
                     #expect(scrape.body.contains(name), "\(name) missing")
                 }
                 #expect(scrape.body.contains(#"portico_tunnels_live{pool="web",backend="a"} 1"#))
+                // Tunnel traffic is exported when scraped: one message each way so far.
+                #expect(
+                    scrape.body.contains(#"portico_websocket_messages_total{pool="web",backend="a",from="client"} 1"#)
+                )
+                #expect(
+                    scrape.body.contains(#"portico_websocket_messages_total{pool="web",backend="a",from="backend"} 1"#)
+                )
+                try await socket.send(text: "again")
+                _ = try await socket.receiveMessage()
+                let later = try await portico.admin("GET", "/metrics").body
+                #expect(later.contains(#"portico_websocket_messages_total{pool="web",backend="a",from="client"} 2"#))
                 await socket.close()
                 let html = try await portico.admin("GET", "/")
                 #expect(html.headers.first(name: "content-type")?.hasPrefix("text/html") == true)
