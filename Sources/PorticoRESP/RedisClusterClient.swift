@@ -177,11 +177,7 @@ public actor RedisClusterClient {
     /// The open connection to `address`, opened if needed.
     public func connection(to address: NodeAddress) async throws -> RedisConnection {
         if let existing = self.connections[address], existing.isActive { return existing }
-        var url = self.seeds[0]
-        url.host = address.host
-        url.port = address.port
-        url.database = 0  // a cluster has only database 0
-        let connection = try await RedisConnection.connect(to: url, group: self.group)
+        let connection = try await RedisConnection.connect(to: self.url(of: address), group: self.group)
         // Another caller may have connected while this one waited: keep one connection per node.
         if let raced = self.connections[address], raced.isActive {
             await connection.close()
@@ -191,12 +187,12 @@ public actor RedisClusterClient {
         return connection
     }
 
-    /// The URL of `address` with the seed's credentials, for connections of other kinds (subscribers).
+    /// The URL of `address` with the seed's credentials (for this client's connections and for subscribers).
     public func url(of address: NodeAddress) -> RedisURL {
         var url = self.seeds[0]
         url.host = address.host
         url.port = address.port
-        url.database = 0
+        url.database = 0  // a cluster has only database 0
         return url
     }
 

@@ -109,8 +109,10 @@ public actor RedisBroker: Broker, Service {
     public func publish(_ envelope: Envelope) async throws {
         // Connected: a full outbox makes the publisher wait (backpressure). Only while Redis is away does a
         // full buffer drop, oldest first.
-        while self.outbox.count >= self.configuration.publishBufferLimit, await self.link?.isActive == true {
+        var connected = await self.link?.isActive == true
+        while self.outbox.count >= self.configuration.publishBufferLimit, connected {
             await withCheckedContinuation { self.spaceWaiters.append($0) }
+            connected = await self.link?.isActive == true
         }
         if self.outbox.count >= self.configuration.publishBufferLimit {
             self.outbox.removeFirst()
@@ -125,7 +127,7 @@ public actor RedisBroker: Broker, Service {
                 )
             }
         }
-        if await self.link?.isActive != true { self.outboxFromOutage = true }
+        if !connected { self.outboxFromOutage = true }
         self.outbox.append(envelope.encoded())
         self.outboxRooms.append(envelope.room)
         self.startPump()
@@ -222,17 +224,7 @@ public actor RedisBroker: Broker, Service {
         let onMessage: InboundHandler = { _, payload in
             if let envelope = Envelope(decoding: payload), envelope.origin != node { continuation.yield(envelope) }
         }
-        let link: any RedisLink
-        switch self.configuration.mode {
-        case .standalone:
-            link = try await StandaloneRedisLink.connect(url: self.configuration.url, node: node, onMessage: onMessage)
-        case .cluster(let seeds):
-            link = try await ClusterRedisLink.connect(
-                seeds: [self.configuration.url] + seeds,
-                node: node,
-                onMessage: onMessage
-            )
-        }
+        let link = try await self.makeLink(onMessage: onMessage)
         self.link = link
         try await link.subscribe(self.rooms.map { Self.redisChannel(for: $0) })
         try await self.heartbeat()
@@ -286,32 +278,30 @@ public actor RedisBroker: Broker, Service {
         self.link = nil
     }
 
+    /// Connects the link the configured mode calls for.
+    private func makeLink(onMessage: @escaping InboundHandler) async throws -> any RedisLink {
+        switch self.configuration.mode {
+        case .standalone:
+            try await StandaloneRedisLink.connect(
+                url: self.configuration.url,
+                node: self.configuration.node,
+                onMessage: onMessage
+            )
+        case .cluster(let seeds):
+            try await ClusterRedisLink.connect(
+                seeds: [self.configuration.url] + seeds,
+                node: self.configuration.node,
+                onMessage: onMessage
+            )
+        }
+    }
+
     /// An orderly shutdown: the announcement and presence go at once, not after the TTL.
     private func leave() async {
         self.setState(.disconnected("stopped"))
         await self.disconnect()
         self.inboundContinuation.finish()
-        let link: any RedisLink
-        switch self.configuration.mode {
-        case .standalone:
-            guard
-                let connected = try? await StandaloneRedisLink.connect(
-                    url: self.configuration.url,
-                    node: self.configuration.node,
-                    onMessage: { _, _ in }
-                )
-            else { return }
-            link = connected
-        case .cluster(let seeds):
-            guard
-                let connected = try? await ClusterRedisLink.connect(
-                    seeds: [self.configuration.url] + seeds,
-                    node: self.configuration.node,
-                    onMessage: { _, _ in }
-                )
-            else { return }
-            link = connected
-        }
+        guard let link = try? await self.makeLink(onMessage: { _, _ in }) else { return }
         var commands: [(arguments: [String], key: String)] = [(["DEL", self.aliveKey], self.aliveKey)]
         if let service = self.configuration.service {
             let key = "portico:v1:node:\(service):\(self.configuration.node)"
