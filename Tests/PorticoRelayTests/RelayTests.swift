@@ -16,6 +16,38 @@ final class Inboxes: Sendable {
     func messages(_ member: String) -> [String] { self.box.withLockedValue { $0[member] ?? [] } }
 }
 
+/// Two relays, "a" and "b", each over a RedisBroker of its own, running until ``stop()``.
+struct RelayPair {
+    let a: RedisBroker
+    let b: RedisBroker
+    let relayA: Relay
+    let relayB: Relay
+    private let tasks: [Task<Void, Never>]
+
+    init(a: RedisBroker.Configuration, b: RedisBroker.Configuration) {
+        let brokerA = RedisBroker(configuration: a)
+        let brokerB = RedisBroker(configuration: b)
+        let relayA = Relay(node: a.node, broker: brokerA)
+        let relayB = Relay(node: b.node, broker: brokerB)
+        (self.a, self.b, self.relayA, self.relayB) = (brokerA, brokerB, relayA, relayB)
+        self.tasks = [
+            Task { try? await brokerA.run() }, Task { try? await brokerB.run() }, Task { await relayA.run() },
+            Task { await relayB.run() },
+        ]
+    }
+
+    /// Both brokers are connected and hear their own probes.
+    func bothHealthy() async -> Bool {
+        let first = await self.a.isHealthy
+        let second = await self.b.isHealthy
+        return first && second
+    }
+
+    func stop() {
+        for task in self.tasks { task.cancel() }
+    }
+}
+
 /// The same behaviour from every Broker: the relay on top must not care which one it has.
 @Suite(.serialized) struct BrokerConformanceTests {
     enum Kind: String, CaseIterable { case inProcess, redis }
@@ -108,38 +140,24 @@ final class Inboxes: Sendable {
         defer { redis.stop() }
         var small = RedisBroker.Configuration(url: redis.url, node: "a")
         small.publishBufferLimit = 10
-        let a = RedisBroker(configuration: small)
-        let b = RedisBroker(configuration: .init(url: redis.url, node: "b"))
-        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
-        let relayA = Relay(node: "a", broker: a)
-        let relayB = Relay(node: "b", broker: b)
-        let run = Task { await relayB.run() }
+        let pair = RelayPair(a: small, b: .init(url: redis.url, node: "b"))
+        defer { pair.stop() }
+        let (a, relayA, relayB) = (pair.a, pair.relayA, pair.relayB)
         let inboxes = Inboxes()
         try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
-        #expect(
-            await eventually {
-                let first = await a.isHealthy
-                let second = await b.isHealthy
-                return first && second
-            }
-        )
+        #expect(await eventually { await pair.bothHealthy() })
         for index in 0..<2_000 { try await relayA.broadcast(ByteBuffer(string: "\(index)"), to: Room("r")) }
         #expect(await eventually { inboxes.messages("b1").count == 2_000 })
         #expect(await a.dropped == 0)  // backpressure, not loss
         #expect(await relayB.lost == 0)
-        run.cancel()
-        for task in tasks { task.cancel() }
     }
 
     @Test func redisRestartMidStreamResumesAndFlushesBufferedPublishes() async throws {
         let redis = try await RedisServer.start()
         let port = redis.port
-        let a = RedisBroker(configuration: .init(url: redis.url, node: "a"))
-        let b = RedisBroker(configuration: .init(url: redis.url, node: "b"))
-        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
-        let relayA = Relay(node: "a", broker: a)
-        let relayB = Relay(node: "b", broker: b)
-        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let pair = RelayPair(a: .init(url: redis.url, node: "a"), b: .init(url: redis.url, node: "b"))
+        defer { pair.stop() }
+        let (a, relayA, relayB) = (pair.a, pair.relayA, pair.relayB)
         // The connection state is an observable stream.
         let observed = NIOLockedValueBox<[RedisBroker.State]>([])
         let watcher = Task { for await state in a.states { observed.withLockedValue { $0.append(state) } } }
@@ -147,13 +165,7 @@ final class Inboxes: Sendable {
         let inboxes = Inboxes()
         try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
         try await relayA.join(Room("r"), member: "a1", deliver: inboxes.deliver(to: "a1"))
-        #expect(
-            await eventually {
-                let first = await a.isHealthy
-                let second = await b.isHealthy
-                return first && second
-            }
-        )
+        #expect(await eventually { await pair.bothHealthy() })
         for index in 0..<10 { try await relayA.broadcast(ByteBuffer(string: "before-\(index)"), to: Room("r")) }
         #expect(await eventually { inboxes.messages("b1").count == 10 })
         redis.stop()
@@ -171,7 +183,6 @@ final class Inboxes: Sendable {
         let firstLoss = states.firstIndex { if case .disconnected = $0 { true } else { false } }
         #expect(firstLoss != nil && states.prefix(firstLoss ?? 0).contains(.connected), "\(states)")
         #expect(states.last == .connected, "\(states)")
-        for task in tasks + runs { task.cancel() }
     }
 
     @Test func aHungRedisIsDetectedAndTheFlowResumesWhenItWakes() async throws {
@@ -180,22 +191,14 @@ final class Inboxes: Sendable {
         var configuration = RedisBroker.Configuration(url: redis.url, node: "a")
         configuration.heartbeat = .milliseconds(200)
         configuration.probeTimeout = .milliseconds(800)
-        let a = RedisBroker(configuration: configuration)
+        let configurationA = configuration
         configuration.node = "b"
-        let b = RedisBroker(configuration: configuration)
-        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
-        let relayA = Relay(node: "a", broker: a)
-        let relayB = Relay(node: "b", broker: b)
-        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let pair = RelayPair(a: configurationA, b: configuration)
+        defer { pair.stop() }
+        let (a, b, relayA, relayB) = (pair.a, pair.b, pair.relayA, pair.relayB)
         let inboxes = Inboxes()
         try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
-        #expect(
-            await eventually {
-                let first = await a.isHealthy
-                let second = await b.isHealthy
-                return first && second
-            }
-        )
+        #expect(await eventually { await pair.bothHealthy() })
         // SIGSTOP: the sockets stay open but nothing answers. Probes stop, commands time out: unhealthy.
         redis.pause()
         #expect(
@@ -224,7 +227,6 @@ final class Inboxes: Sendable {
         let lost = await relayB.lost
         #expect(delivered.count + lost == 5)
         #expect(await a.reconnects >= 1)
-        for task in tasks + runs { task.cancel() }
     }
 
     @Test func aKilledSubscriberIsNoticedAndHealed() async throws {
@@ -233,22 +235,13 @@ final class Inboxes: Sendable {
         var configuration = RedisBroker.Configuration(url: redis.url, node: "a")
         configuration.heartbeat = .milliseconds(200)
         configuration.probeTimeout = .milliseconds(800)
-        let a = RedisBroker(configuration: configuration)
-        let b = RedisBroker(configuration: .init(url: redis.url, node: "b"))
-        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
-        let relayA = Relay(node: "a", broker: a)
-        let relayB = Relay(node: "b", broker: b)
-        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let pair = RelayPair(a: configuration, b: .init(url: redis.url, node: "b"))
+        defer { pair.stop() }
+        let (a, relayA, relayB) = (pair.a, pair.relayA, pair.relayB)
         let inboxes = Inboxes()
         try await relayA.join(Room("r"), member: "a1", deliver: inboxes.deliver(to: "a1"))
         try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
-        #expect(
-            await eventually {
-                let first = await a.isHealthy
-                let second = await b.isHealthy
-                return first && second
-            }
-        )
+        #expect(await eventually { await pair.bothHealthy() })
         try await relayB.broadcast(ByteBuffer(string: "before-cut"), to: Room("r"))
         #expect(await eventually { inboxes.messages("a1").contains("before-cut") })
         // Redis cuts every pub/sub client, as it does to a subscriber over its output buffer limit.
@@ -269,7 +262,6 @@ final class Inboxes: Sendable {
         let lost = await relayA.lost
         #expect(got || lost == 1)
         await admin.close()
-        for task in tasks + runs { task.cancel() }
     }
 
     @Test func aSubscriberOverItsOutputBufferLimitIsNoticedAndHealedWithTheLossCounted() async throws {
@@ -279,21 +271,12 @@ final class Inboxes: Sendable {
         var configuration = RedisBroker.Configuration(url: redis.url, node: "b")
         configuration.heartbeat = .milliseconds(200)
         configuration.probeTimeout = .milliseconds(800)
-        let a = RedisBroker(configuration: .init(url: redis.url, node: "a"))
-        let b = RedisBroker(configuration: configuration)
-        let tasks: [Task<Void, Never>] = [Task { try? await a.run() }, Task { try? await b.run() }]
-        let relayA = Relay(node: "a", broker: a)
-        let relayB = Relay(node: "b", broker: b)
-        let runs: [Task<Void, Never>] = [Task { await relayA.run() }, Task { await relayB.run() }]
+        let pair = RelayPair(a: .init(url: redis.url, node: "a"), b: configuration)
+        defer { pair.stop() }
+        let (b, relayA, relayB) = (pair.b, pair.relayA, pair.relayB)
         let inboxes = Inboxes()
         try await relayB.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
-        #expect(
-            await eventually {
-                let first = await a.isHealthy
-                let second = await b.isHealthy
-                return first && second
-            }
-        )
+        #expect(await eventually { await pair.bothHealthy() })
         try await relayA.broadcast(ByteBuffer(string: "small"), to: Room("r"))
         #expect(await eventually { inboxes.messages("b1") == ["small"] })
         // One message of 1 MiB cannot fit: Redis cuts b's subscriber connection instead of delivering it.
@@ -309,7 +292,6 @@ final class Inboxes: Sendable {
         #expect(await eventually { inboxes.messages("b1").last == "after-heal" })
         #expect(inboxes.messages("b1") == ["small", "after-heal"])
         #expect(await relayB.lost == 1)  // the big message: detected by the sequence gap, not silent
-        for task in tasks + runs { task.cancel() }
     }
 
     @Test func presenceFollowsLeavesAndExpiresWithTheHeartbeat() async throws {
