@@ -16,6 +16,36 @@ import Testing
         return object
     }
 
+    /// The built `portico-chat`, or `nil` (recorded as an issue) when it is missing.
+    static func chatBinary() -> String? {
+        let chat = builtProductsDirectory() + "/portico-chat"
+        guard FileManager.default.isExecutableFile(atPath: chat) else {
+            Issue.record("build portico-chat first (swift build): \(chat)")
+            return nil
+        }
+        return chat
+    }
+
+    /// Starts `chat-1`…`chat-3` on free loopback ports, each with `arguments(index)` after its address and id.
+    static func startNodes(
+        _ chat: String,
+        arguments: (_ index: Int) -> [String]
+    ) throws -> (nodes: [ChildProcess], ports: [Int]) {
+        var nodes: [ChildProcess] = []
+        var ports: [Int] = []
+        for index in 1...3 {
+            let port = try freeLoopbackPort()
+            ports.append(port)
+            nodes.append(
+                try ChildProcess.start(
+                    chat,
+                    ["--listen", "127.0.0.1:\(port)", "--node-id", "chat-\(index)"] + arguments(index)
+                )
+            )
+        }
+        return (nodes, ports)
+    }
+
     /// Reads frames until one with `op` arrives.
     static func next(_ op: String, from client: WebSocketTestClient) async throws -> [String: Any] {
         while let frame = try await client.receive(timeout: .seconds(10)) {
@@ -26,28 +56,11 @@ import Testing
     }
 
     @Test func messagesCrossNodesThroughPortico() async throws {
-        let chat = builtProductsDirectory() + "/portico-chat"
-        guard FileManager.default.isExecutableFile(atPath: chat) else {
-            Issue.record("build portico-chat first (swift build): \(chat)")
-            return
-        }
+        guard let chat = Self.chatBinary() else { return }
         let redis = try await RedisServer.start()
         defer { redis.stop() }
-        var nodes: [ChildProcess] = []
-        var ports: [Int] = []
-        for index in 1...3 {
-            let port = try freeLoopbackPort()
-            ports.append(port)
-            nodes.append(
-                try ChildProcess.start(
-                    chat,
-                    [
-                        "--listen", "127.0.0.1:\(port)", "--node-id", "chat-\(index)", "--redis",
-                        "redis://127.0.0.1:\(redis.port)",
-                        "--service", "chat",
-                    ]
-                )
-            )
+        let (nodes, ports) = try Self.startNodes(chat) { _ in
+            ["--redis", "redis://127.0.0.1:\(redis.port)", "--service", "chat"]
         }
         defer { for node in nodes { node.stop() } }
         let yaml = """
@@ -124,28 +137,11 @@ import Testing
     /// channels live on different masters carry messages between processes exactly once, member counts are
     /// cluster-wide, and a killed node's members stop counting once its heartbeat expires.
     @Test func chatNodesOnARedisClusterCarryRoomsAcrossShards() async throws {
-        let chat = builtProductsDirectory() + "/portico-chat"
-        guard FileManager.default.isExecutableFile(atPath: chat) else {
-            Issue.record("build portico-chat first (swift build): \(chat)")
-            return
-        }
+        guard let chat = Self.chatBinary() else { return }
         let cluster = try await RedisClusterServers.start()
         defer { cluster.stop() }
-        var nodes: [ChildProcess] = []
-        var ports: [Int] = []
-        for index in 1...3 {
-            let port = try freeLoopbackPort()
-            ports.append(port)
-            let seed = cluster.nodes[index - 1].port
-            nodes.append(
-                try ChildProcess.start(
-                    chat,
-                    [
-                        "--listen", "127.0.0.1:\(port)", "--node-id", "chat-\(index)", "--redis",
-                        "redis://127.0.0.1:\(seed)", "--redis-cluster", "--service", "chat",
-                    ]
-                )
-            )
+        let (nodes, ports) = try Self.startNodes(chat) { index in
+            ["--redis", "redis://127.0.0.1:\(cluster.nodes[index - 1].port)", "--redis-cluster", "--service", "chat"]
         }
         defer { for node in nodes { node.stop() } }
         for port in ports {
@@ -240,11 +236,7 @@ import Testing
     /// Clients accepted at the same moment on different event loops each get their own membership: a
     /// message reaches every one of them (two sharing a member id would leave one deaf).
     @Test func everyOneOfManyConcurrentClientsGetsTheMessage() async throws {
-        let chat = builtProductsDirectory() + "/portico-chat"
-        guard FileManager.default.isExecutableFile(atPath: chat) else {
-            Issue.record("build portico-chat first (swift build): \(chat)")
-            return
-        }
+        guard let chat = Self.chatBinary() else { return }
         let port = try freeLoopbackPort()
         let node = try ChildProcess.start(chat, ["--listen", "127.0.0.1:\(port)", "--node-id", "solo"])
         defer { node.stop() }
