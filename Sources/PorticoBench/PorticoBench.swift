@@ -22,11 +22,7 @@ struct WebSocketEcho: AsyncParsableCommand {
         abstract: "N connections, message size S: messages/s and latency percentiles; every echo is verified."
     )
 
-    @Option(help: "Target host:port (loopback).")
-    var target: String = "127.0.0.1:8080"
-
-    @Option(help: "Request path of the WebSocket endpoint.")
-    var path: String = "/ws"
+    @OptionGroup var endpoint: WebSocketTarget
 
     @Option(help: "Concurrent connections.")
     var connections: Int = 100
@@ -41,14 +37,14 @@ struct WebSocketEcho: AsyncParsableCommand {
     var threads: Int = 1
 
     func run() async throws {
-        let (host, port) = try parseTarget(self.target)
+        let (host, port) = try parseTarget(self.endpoint.target)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         let results = NIOLockedValueBox(EchoResults())
         let running = ManagedFlag()
         var channels: [any Channel] = []
         for _ in 0..<self.connections {
             let size = self.size
-            let path = self.path
+            let path = self.endpoint.path
             let channel = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
@@ -75,7 +71,7 @@ struct WebSocketEcho: AsyncParsableCommand {
         try await group.shutdownGracefully()
 
         print(
-            "ws-echo target=\(self.target) connections=\(self.connections) size=\(self.size)B duration=\(self.duration)s"
+            "ws-echo target=\(self.endpoint.target) connections=\(self.connections) size=\(self.size)B duration=\(self.duration)s"
         )
         print(
             "messages/s=\(Int(Double(final.messages) / elapsed.seconds)) \(final.latencies.summary) "

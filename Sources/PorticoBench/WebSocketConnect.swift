@@ -10,11 +10,7 @@ struct WebSocketConnect: AsyncParsableCommand {
         abstract: "Handshakes/s and handshake latency: connect, upgrade, close, repeat (C at a time)."
     )
 
-    @Option(help: "Target host:port (loopback).")
-    var target: String = "127.0.0.1:8080"
-
-    @Option(help: "Request path of the WebSocket endpoint.")
-    var path: String = "/ws"
+    @OptionGroup var endpoint: WebSocketTarget
 
     @Option(help: "Connections being opened at any time.")
     var concurrency: Int = 50
@@ -23,9 +19,9 @@ struct WebSocketConnect: AsyncParsableCommand {
     var duration: Int = 5
 
     func run() async throws {
-        let (host, port) = try parseTarget(self.target)
+        let (host, port) = try parseTarget(self.endpoint.target)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let request = WebSocketWire.upgradeRequest(host: host, path: self.path)
+        let request = WebSocketWire.upgradeRequest(host: host, path: self.endpoint.path)
         let started = ContinuousClock.now
         let end = started + .seconds(self.duration)
         let totals = NIOLockedValueBox((handshakes: 0, failures: 0, latencies: Latencies()))
@@ -35,19 +31,14 @@ struct WebSocketConnect: AsyncParsableCommand {
                     var local = (handshakes: 0, failures: 0, latencies: Latencies())
                     while ContinuousClock.now < end {
                         let began = NIODeadline.now()
-                        let answered = group.next().makePromise(of: Bool.self)
                         do {
-                            let channel = try await ClientBootstrap(group: group)
-                                .channelInitializer { channel in
-                                    channel.eventLoop.makeCompletedFuture {
-                                        try channel.pipeline.syncOperations.addHandler(
-                                            HandshakeWatcher(answered: answered)
-                                        )
-                                    }
-                                }
-                                .connect(host: host, port: port).get()
-                            try await channel.writeAndFlush(request)
-                            if try await answered.futureResult.get() {
+                            let (channel, upgraded) = try await openWebSocket(
+                                group: group,
+                                host: host,
+                                port: port,
+                                request: request
+                            )
+                            if upgraded {
                                 local.handshakes += 1
                                 local.latencies.record(since: began)
                             } else {
@@ -55,7 +46,6 @@ struct WebSocketConnect: AsyncParsableCommand {
                             }
                             try? await channel.close()
                         } catch {
-                            answered.fail(error)
                             local.failures += 1
                         }
                     }
@@ -70,7 +60,7 @@ struct WebSocketConnect: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - started
         let result = totals.withLockedValue { $0 }
         try await group.shutdownGracefully()
-        print("ws-connect target=\(self.target) concurrency=\(self.concurrency) duration=\(self.duration)s")
+        print("ws-connect target=\(self.endpoint.target) concurrency=\(self.concurrency) duration=\(self.duration)s")
         print(
             "handshakes/s=\(Int(Double(result.handshakes) / elapsed.seconds)) \(result.latencies.summary) "
                 + "failures=\(result.failures)"

@@ -12,11 +12,7 @@ struct WebSocketIdle: AsyncParsableCommand {
         abstract: "Open N WebSockets, report handshakes/s and p99, hold them idle, close them."
     )
 
-    @Option(help: "Target host:port (loopback).")
-    var target: String = "127.0.0.1:8080"
-
-    @Option(help: "Request path of the WebSocket endpoint.")
-    var path: String = "/ws"
+    @OptionGroup var endpoint: WebSocketTarget
 
     @Option(help: "Sockets to open.")
     var connections: Int = 1_000
@@ -25,9 +21,9 @@ struct WebSocketIdle: AsyncParsableCommand {
     var hold: Int = 5
 
     func run() async throws {
-        let (host, port) = try parseTarget(self.target)
+        let (host, port) = try parseTarget(self.endpoint.target)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let request = WebSocketWire.upgradeRequest(host: host, path: self.path)
+        let request = WebSocketWire.upgradeRequest(host: host, path: self.endpoint.path)
         let channels = NIOLockedValueBox<[any Channel]>([])
         let latencies = NIOLockedValueBox(Latencies())
         let failures = NIOLockedValueBox(0)
@@ -39,17 +35,14 @@ struct WebSocketIdle: AsyncParsableCommand {
                 next += 1
                 tasks.addTask {
                     let began = NIODeadline.now()
-                    let answered = group.next().makePromise(of: Bool.self)
                     do {
-                        let channel = try await ClientBootstrap(group: group)
-                            .channelInitializer { channel in
-                                channel.eventLoop.makeCompletedFuture {
-                                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(answered: answered))
-                                }
-                            }
-                            .connect(host: host, port: port).get()
-                        try await channel.writeAndFlush(request)
-                        if try await answered.futureResult.get() {
+                        let (channel, upgraded) = try await openWebSocket(
+                            group: group,
+                            host: host,
+                            port: port,
+                            request: request
+                        )
+                        if upgraded {
                             latencies.withLockedValue { $0.record(since: began) }
                             channels.withLockedValue { $0.append(channel) }
                         } else {
@@ -57,7 +50,6 @@ struct WebSocketIdle: AsyncParsableCommand {
                             channel.close(promise: nil)
                         }
                     } catch {
-                        answered.fail(error)
                         failures.withLockedValue { $0 += 1 }
                     }
                 }
@@ -67,7 +59,7 @@ struct WebSocketIdle: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - started
         let open = channels.withLockedValue { $0.count }
-        print("ws-idle target=\(self.target) connections=\(self.connections)")
+        print("ws-idle target=\(self.endpoint.target) connections=\(self.connections)")
         print(
             "handshakes/s=\(Int(Double(open) / elapsed.seconds)) \(latencies.withLockedValue { $0.summary }) open=\(open) "
                 + "failures=\(failures.withLockedValue { $0 })"
@@ -78,6 +70,39 @@ struct WebSocketIdle: AsyncParsableCommand {
         try await group.shutdownGracefully()
         if failures.withLockedValue({ $0 }) > 0 { throw ExitCode(1) }
     }
+}
+
+/// Connects to `host:port` and sends the upgrade `request`: the channel, and whether the answer was a 101.
+func openWebSocket(
+    group: any EventLoopGroup,
+    host: String,
+    port: Int,
+    request: ByteBuffer
+) async throws -> (channel: any Channel, upgraded: Bool) {
+    let answered = group.next().makePromise(of: Bool.self)
+    do {
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(answered: answered))
+                }
+            }
+            .connect(host: host, port: port).get()
+        try await channel.writeAndFlush(request)
+        return (channel, try await answered.futureResult.get())
+    } catch {
+        answered.fail(error)  // a promise is always completed
+        throw error
+    }
+}
+
+/// `--target` and `--path` of the WebSocket generators.
+struct WebSocketTarget: ParsableArguments {
+    @Option(help: "Target host:port (loopback).")
+    var target: String = "127.0.0.1:8080"
+
+    @Option(help: "Request path of the WebSocket endpoint.")
+    var path: String = "/ws"
 }
 
 /// Completes `answered` with whether the handshake got a 101, then ignores everything else.
