@@ -67,8 +67,8 @@ final class TunnelSession {
     let logger: Logger
     private let idleTimeout: TimeAmount
     private let eventLoop: any EventLoop
-    private var lastActivity = NIODeadline.now()
-    private var idleTimer: Scheduled<Void>?
+    /// Closes the tunnel with 1001 when nothing crossed it for `idleTimeout`; a read only moves its deadline.
+    private var idleTimer: LazyTimer?
     private var inactiveHalves = 0
     private var isClosing = false
     private let started = NIODeadline.now()
@@ -99,27 +99,19 @@ final class TunnelSession {
     func start() {
         self.counters.opened(1)
         self.pool.states[self.backend.index].register(self, on: self.eventLoop)
-        self.armIdleTimer(after: self.idleTimeout)
+        let timer = LazyTimer(eventLoop: self.eventLoop, period: self.idleTimeout) { [weak self] in
+            self?.close(code: 1001, reason: "idle timeout")
+        }
+        timer.set(in: self.idleTimeout)
+        self.idleTimer = timer
     }
 
     func activity() {
-        self.lastActivity = .now()
+        self.idleTimer?.set(in: self.idleTimeout)
     }
 
     func count(from side: TunnelHandler.Side, bytes: Int, messages: Int) {
         self.counters.add(fromClient: side == .downstream, bytes: bytes, messages: messages)
-    }
-
-    private func armIdleTimer(after delay: TimeAmount) {
-        self.idleTimer = self.eventLoop.assumeIsolated().scheduleTask(in: delay) { [weak self] in
-            guard let self else { return }
-            let idle = NIODeadline.now() - self.lastActivity
-            if idle >= self.idleTimeout {
-                self.close(code: 1001, reason: "idle timeout")
-            } else {
-                self.armIdleTimer(after: self.idleTimeout - idle)
-            }
-        }
     }
 
     /// Ends the tunnel politely: Close `code` to the client and a masked Close to the backend, each at a
