@@ -178,7 +178,7 @@ public actor RedisBroker: Broker, Service {
     }
 
     public func liveNodes() async -> [String] {
-        guard let link = self.link, let keys = try? await link.scan(match: "portico:v1:alive:*") else {
+        guard let link = self.link, let keys = try? await link.keyspace.scanKeys(matching: "portico:v1:alive:*") else {
             return [self.configuration.node]
         }
         return keys.map { String($0.dropFirst("portico:v1:alive:".count)) }.sorted()

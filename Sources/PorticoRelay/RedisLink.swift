@@ -11,10 +11,8 @@ protocol RedisLink: Sendable {
     func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue]
     /// Publishes pipelined, in order; returns once Redis took every message.
     func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws
-    /// Which of `keys` exist.
-    func exist(_ keys: [String]) async throws -> [Bool]
-    /// Every key matching `pattern`, from every node.
-    func scan(match pattern: String) async throws -> [String]
+    /// Where keys are read (every master, in a cluster).
+    var keyspace: RedisKeyspace { get }
     func subscribe(_ channels: [String]) async throws
     func unsubscribe(_ channels: [String]) async throws
     /// Subscribers of `channel` (on the shard that owns it, in a cluster).
@@ -27,6 +25,11 @@ protocol RedisLink: Sendable {
 }
 
 extension RedisLink {
+    /// Which of `keys` exist.
+    func exist(_ keys: [String]) async throws -> [Bool] {
+        try await self.keyspace.values(of: keys).map { if case .bulkString(.some) = $0 { true } else { false } }
+    }
+
     func send(_ arguments: [String], key: String) async throws -> RESPValue {
         let reply = try await self.send([(arguments, key)])[0]
         if case .error(let message) = reply { throw RedisConnection.ServerError(message: message) }
@@ -92,16 +95,7 @@ final class StandaloneRedisLink: RedisLink {
         for future in futures { _ = try await future.get() }
     }
 
-    func exist(_ keys: [String]) async throws -> [Bool] {
-        guard !keys.isEmpty, case .array(let values?) = try await self.connection.send(["MGET"] + keys) else {
-            return keys.map { _ in false }
-        }
-        return values.map { if case .bulkString(.some) = $0 { true } else { false } }
-    }
-
-    func scan(match pattern: String) async throws -> [String] {
-        try await self.connection.scanKeys(matching: pattern)
-    }
+    var keyspace: RedisKeyspace { .single(self.connection) }
 
     func subscribe(_ channels: [String]) async throws { try await self.subscriber.subscribe(channels) }
 
@@ -187,15 +181,7 @@ actor ClusterRedisLink: RedisLink {
         for case .error(let message) in replies { throw RedisConnection.ServerError(message: message) }
     }
 
-    func exist(_ keys: [String]) async throws -> [Bool] {
-        // Keys of different slots cannot share an MGET: one pipelined EXISTS each.
-        let replies = try await self.send(keys.map { (["EXISTS", $0], $0) })
-        return replies.map { $0 == .integer(1) }
-    }
-
-    func scan(match pattern: String) async throws -> [String] {
-        try await self.client.scanKeys(matching: pattern)
-    }
+    nonisolated var keyspace: RedisKeyspace { .cluster(self.client) }
 
     func subscribe(_ channels: [String]) async throws {
         for channel in channels where self.placed[channel] == nil {

@@ -23,14 +23,14 @@ public struct RedisDiscovery: Service {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            var sources: [String: AnnouncementSource] = [:]
+            var sources: [String: RedisKeyspace] = [:]
             while !Task.isCancelled {
                 let configuration = await self.reloader.baseConfiguration
                 for pool in configuration.pools {
                     guard let redis = pool.discovery?.redis, let url = RedisURL(redis.url) else { continue }
                     let name = "\(redis.cluster ? "cluster" : "single") \(redis.url)"
                     do {
-                        let source: AnnouncementSource
+                        let source: RedisKeyspace
                         if let existing = sources[name], await existing.isActive {
                             source = existing
                         } else {
@@ -57,56 +57,12 @@ public struct RedisDiscovery: Service {
         }
     }
 
-    /// Where announcements are read: one Redis, or every master of a Redis Cluster.
-    enum AnnouncementSource: Sendable {
-        case single(RedisConnection)
-        case cluster(RedisClusterClient)
-
-        var isActive: Bool {
-            get async {
-                switch self {
-                case .single(let connection): connection.isActive
-                case .cluster(let client): await client.isActive
-                }
-            }
-        }
-
-        func close() async {
-            switch self {
-            case .single(let connection): await connection.close()
-            case .cluster(let client): await client.close()
-            }
-        }
-
-        /// Keys matching `pattern` on every node that holds keys.
-        func scan(_ pattern: String) async throws -> [String] {
-            switch self {
-            case .single(let connection): try await connection.scanKeys(matching: pattern)
-            case .cluster(let client): try await client.scanKeys(matching: pattern)
-            }
-        }
-
-        /// The values of `keys` (null bulk strings for missing ones), in order.
-        func values(_ keys: [String]) async throws -> [RESPValue] {
-            switch self {
-            case .single(let connection):
-                guard case .array(let values?) = try await connection.send(["MGET"] + keys) else { return [] }
-                return values
-            case .cluster(let client):
-                // Keys of different slots cannot share an MGET: one pipelined GET each, to its slot's master.
-                return try await client.sendBatch(
-                    keys.map { (["GET", $0].map { ByteBuffer(string: $0) }, RedisClusterSlot.of($0)) }
-                )
-            }
-        }
-    }
-
     /// Every node announced for `service`, as backends sorted by id.
-    static func nodes(of service: String, from source: AnnouncementSource) async throws -> [BackendConfiguration] {
+    static func nodes(of service: String, from source: RedisKeyspace) async throws -> [BackendConfiguration] {
         let prefix = Self.keyPrefix(service: service)
-        let keys = try await source.scan(prefix + "*")
+        let keys = try await source.scanKeys(matching: prefix + "*")
         guard !keys.isEmpty else { return [] }
-        let addresses = try await source.values(keys)
+        let addresses = try await source.values(of: keys)
         guard addresses.count == keys.count else { return [] }
         var backends: [BackendConfiguration] = []
         for (key, value) in zip(keys, addresses) {
