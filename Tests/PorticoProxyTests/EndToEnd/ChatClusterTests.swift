@@ -80,10 +80,7 @@ import Testing
         let discovery = Task { try? await portico.runtime.redisDiscovery.run() }
         defer { discovery.cancel() }
         #expect(
-            await eventually(timeout: .seconds(10)) {
-                let status = (try? await portico.admin("GET", "/status").body) ?? ""
-                return ["chat-1", "chat-2", "chat-3"].allSatisfy { status.contains("\"id\":\"\($0)\"") }
-            }
+            await eventually(timeout: .seconds(10)) { await portico.backendIDs() == ["chat-1", "chat-2", "chat-3"] }
         )
         // Clients with different ids land on different nodes (consistent hashing on ?client=).
         var clients: [(client: WebSocketTestClient, node: String)] = []
@@ -165,10 +162,7 @@ import Testing
         let discovery = Task { try? await portico.runtime.redisDiscovery.run() }
         defer { discovery.cancel() }
         #expect(
-            await eventually(timeout: .seconds(10)) {
-                let status = (try? await portico.admin("GET", "/status").body) ?? ""
-                return ["chat-1", "chat-2", "chat-3"].allSatisfy { status.contains("\"id\":\"\($0)\"") }
-            }
+            await eventually(timeout: .seconds(10)) { await portico.backendIDs() == ["chat-1", "chat-2", "chat-3"] }
         )
         let viaPortico = try await HTTPTestClient.request(port: portico.port, .GET, "/healthz")
         #expect(viaPortico.status == 200)
@@ -223,10 +217,7 @@ import Testing
         }
         #expect(counted, "members: \(members.map(String.init) ?? "none")")
         #expect(
-            await eventually(timeout: .seconds(10)) {
-                let status = (try? await portico.admin("GET", "/status").body) ?? ""
-                return !status.contains("\"id\":\"chat-3\"")
-            }
+            await eventually(timeout: .seconds(10)) { await portico.backendIDs() == ["chat-1", "chat-2"] }
         )
         for client in clients { await client.close() }
         discovery.cancel()

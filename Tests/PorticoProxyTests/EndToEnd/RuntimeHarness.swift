@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Metrics
 import NIOCore
@@ -84,6 +85,18 @@ final class RuntimeHarness: Sendable {
             path,
             headers: token.map { [("Authorization", "Bearer \($0)")] } ?? []
         )
+    }
+
+    /// The ids of every backend of every pool that `GET /status` lists, sorted (empty if it cannot be read).
+    func backendIDs() async -> [String] {
+        guard let body = try? await self.admin("GET", "/status").body,
+            let status = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+            let pools = status["pools"] as? [String: Any]
+        else { return [] }
+        return pools.values.flatMap { pool -> [String] in
+            let backends = (pool as? [String: Any])?["backends"] as? [[String: Any]] ?? []
+            return backends.compactMap { $0["id"] as? String }
+        }.sorted()
     }
 
     func stop() async {
