@@ -234,16 +234,34 @@ public actor RedisBroker: Broker, Service {
         self.startPump()
     }
 
-    /// Heartbeats and probes until a connection fails or probes stop coming back.
+    /// Heartbeats and probes until a connection fails or probes stop coming back. The watchdog acts the moment
+    /// the oldest probe is older than `probeTimeout` (when ``isHealthy`` turns false), not at the next
+    /// heartbeat: that one may be waiting on the very Redis that hangs, and replies flowing again after a hang
+    /// must not hide it. A hung Redis is treated like a lost connection: closed, reconnected, resubscribed.
     private func supervise() async throws {
+        guard let link = self.link else { throw RedisConnection.ConnectionError(message: "connection closed") }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.keepAlive(link) }
+            group.addTask { try await Self.watchProbes(of: link, timeout: self.configuration.probeTimeout) }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func keepAlive(_ link: any RedisLink) async throws {
         while !Task.isCancelled {
             try await Task.sleep(for: self.configuration.heartbeat)
-            guard let link = self.link, await link.isActive else {
-                throw RedisConnection.ConnectionError(message: "connection closed")
-            }
+            guard await link.isActive else { throw RedisConnection.ConnectionError(message: "connection closed") }
             try await self.heartbeat()
             try await link.sendProbes()
-            if await ContinuousClock.now - link.oldestProbe > self.configuration.probeTimeout {
+        }
+    }
+
+    private static func watchProbes(of link: any RedisLink, timeout: Duration) async throws {
+        while true {
+            try await Task.sleep(until: await link.oldestProbe + timeout, clock: .continuous)
+            if await ContinuousClock.now - link.oldestProbe >= timeout {
+                await link.close()  // fails whatever waits on it now, instead of after the command timeout
                 throw RedisConnection.ConnectionError(message: "probes through Redis stopped coming back")
             }
         }
