@@ -146,6 +146,7 @@ public final class ProxyServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.recvAllocator, value: ReceiveBuffers.downstream)
             .childChannelInitializer { channel in
                 let snapshot = store.snapshot
                 let limits = snapshot.configuration.limits
