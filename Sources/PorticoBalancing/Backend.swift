@@ -10,6 +10,8 @@ public struct Backend: Sendable, Hashable, CustomStringConvertible {
     public let weight: Int
     /// Position in the pool's backend list; indexes ``BackendLoad``.
     public let index: Int
+    /// `host:port` (`[host]:port` for an IPv6 literal), as a `Host` header names it; built once.
+    public let address: String
 
     public init(id: String, host: String, port: Int, weight: Int = 1, index: Int) {
         self.id = id
@@ -17,6 +19,7 @@ public struct Backend: Sendable, Hashable, CustomStringConvertible {
         self.port = port
         self.weight = max(1, weight)
         self.index = index
+        self.address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     public var description: String { self.id }

@@ -409,7 +409,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         exchange.upstreamWasReused = reused
         let upstreamHead = exchange.head.upstreamHead(
             route: exchange.route,
-            backendAddress: UpstreamConnectionPool.key(backend),
+            backendAddress: backend.address,
             framing: exchange.framing,
             forwarding: ForwardingContext(
                 downstreamIP: self.downstreamIP,

@@ -109,34 +109,38 @@ enum RequestInspection {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy never forwards, plus the legacy `Proxy-Connection`.
-private let hopByHopHeaders: Set<String> = [
+private let hopByHopHeaders: [String] = [
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
     "proxy-authenticate", "proxy-authorization",
 ]
 
-private let hopByHopLengths = Set(hopByHopHeaders.map(\.utf8.count))
-
-/// Copies `headers` without hop-by-hop headers and without every header the `Connection` header names.
-func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: Set<String> = []) -> HTTPHeaders {
-    var named: Set<String> = extra
-    for value in headers[canonicalForm: "connection"] {
-        named.insert(value.lowercased())
+/// `headers` without hop-by-hop headers, without every header the `Connection` header names and without
+/// `extra` (lowercase names). Headers that need none of that (most requests and responses) come back as they
+/// are: no copy, and no header is lowercased or re-validated.
+func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: [String] = []) -> HTTPHeaders {
+    let named = headers[canonicalForm: "connection"]
+    var doomed: [String] = []
+    for (name, _) in headers {
+        let isDoomed =
+            hopByHopHeaders.contains { name.equalsLowercase($0) } || extra.contains { name.equalsLowercase($0) }
+            || named.contains { token in token.utf8.count == name.utf8.count && name.lowercased() == token.lowercased()
+            }
+        if isDoomed && !doomed.contains(where: { $0.lowercased() == name.lowercased() }) { doomed.append(name) }
     }
-    var result = HTTPHeaders()
-    result.reserveCapacity(headers.count + 4)
-    for (name, value) in headers {
-        // Only names as long as one to remove are lowercased to be looked up: most headers pass without
-        // an allocation.
-        let length = name.utf8.count
-        if !hopByHopLengths.contains(length) && !named.contains(where: { $0.utf8.count == length }) {
-            result.add(name: name, value: value)
-            continue
-        }
-        let lower = name.lowercased()
-        if hopByHopHeaders.contains(lower) || named.contains(lower) { continue }
-        result.add(name: name, value: value)
-    }
+    guard !doomed.isEmpty else { return headers }
+    var result = headers
+    for name in doomed { result.remove(name: name) }  // case-insensitive, every occurrence
     return result
+}
+
+extension String {
+    /// Whether this equals `lowercase` (which must be lowercase ASCII) ignoring ASCII case, without allocating.
+    func equalsLowercase(_ lowercase: String) -> Bool {
+        guard self.utf8.count == lowercase.utf8.count else { return false }
+        return zip(self.utf8, lowercase.utf8).allSatisfy { byte, lower in
+            byte == lower || (byte >= 0x41 && byte <= 0x5A && byte | 0x20 == lower)
+        }
+    }
 }
 
 struct ForwardingContext {
@@ -146,6 +150,9 @@ struct ForwardingContext {
 }
 
 extension HTTPRequestHead {
+    /// Headers the proxy answers or sets itself: `Expect` (it reads the body itself) and `X-Request-Id`.
+    private static let replacedOnTheWayUp = ["expect", "x-request-id"]
+
     /// The head to send upstream: HTTP/1.1, hop-by-hop headers gone, forwarding headers added, path rewritten.
     ///
     /// - Parameters:
@@ -159,7 +166,7 @@ extension HTTPRequestHead {
         framing: RequestFraming,
         forwarding: ForwardingContext
     ) -> HTTPRequestHead {
-        var headers = removingHopByHop(self.headers, alsoRemoving: ["expect", "x-request-id"])
+        var headers = removingHopByHop(self.headers, alsoRemoving: Self.replacedOnTheWayUp)
         if self.isWebSocketUpgrade {
             // The one hop-by-hop exchange a proxy passes on: the WebSocket handshake.
             headers.add(name: "connection", value: "upgrade")
@@ -170,13 +177,11 @@ extension HTTPRequestHead {
             headers.replaceOrAdd(name: "host", value: backendAddress)
         }
         if let ip = forwarding.downstreamIP {
-            if let existing = self.headers[canonicalForm: "x-forwarded-for"].joined(separator: ", ") as String?,
-                !existing.isEmpty
-            {
-                headers.replaceOrAdd(name: "x-forwarded-for", value: "\(existing), \(ip)")
-            } else {
-                headers.replaceOrAdd(name: "x-forwarded-for", value: ip)
-            }
+            let existing = self.headers[canonicalForm: "x-forwarded-for"]
+            headers.replaceOrAdd(
+                name: "x-forwarded-for",
+                value: existing.isEmpty ? ip : "\(existing.joined(separator: ", ")), \(ip)"
+            )
         }
         headers.replaceOrAdd(name: "x-forwarded-proto", value: forwarding.scheme)
         if let originalHost { headers.replaceOrAdd(name: "x-forwarded-host", value: originalHost) }

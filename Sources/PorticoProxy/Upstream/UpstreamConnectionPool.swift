@@ -9,7 +9,7 @@ import PorticoRESP
 final class UpstreamConnectionPool {
     let eventLoop: any EventLoop
     /// Most recently used last, so a lease takes the warmest connection.
-    private var idle: [String: [UpstreamHandler]] = [:]
+    private var idle: [Key: [UpstreamHandler]] = [:]
     private let maxIdlePerBackend: Int
     private let idleTimeout: TimeAmount
 
@@ -23,13 +23,15 @@ final class UpstreamConnectionPool {
         self.idleTimeout = idleTimeout
     }
 
-    static func key(_ backend: Backend, tls: Bool = false) -> String {
-        "\(tls ? "tls:" : "")\(backend.host):\(backend.port)"
+    /// Which connections can serve a backend: same address, same transport.
+    struct Key: Hashable {
+        let address: String
+        let tls: Bool
     }
 
     /// An idle keep-alive connection to `backend`, if there is one.
     func lease(_ backend: Backend, tls: Bool = false) -> UpstreamHandler? {
-        let key = Self.key(backend, tls: tls)
+        let key = Key(address: backend.address, tls: tls)
         while let handler = self.idle[key]?.popLast() {
             if handler.isActive { return handler }
         }
@@ -39,14 +41,13 @@ final class UpstreamConnectionPool {
     /// Gives a connection back after a complete exchange.
     func release(_ handler: UpstreamHandler) {
         guard handler.isActive else { return }
-        var list = self.idle[handler.backendKey, default: []]
-        if list.count >= self.maxIdlePerBackend {
+        // Mutated in place: a copy of the list per request would retain every idle connection in it.
+        if self.idle[handler.backendKey, default: []].count >= self.maxIdlePerBackend {
             handler.close()
             return
         }
         handler.park(timeout: self.idleTimeout)
-        list.append(handler)
-        self.idle[handler.backendKey] = list
+        self.idle[handler.backendKey, default: []].append(handler)
     }
 
     private func forget(_ handler: UpstreamHandler) {
@@ -59,7 +60,7 @@ final class UpstreamConnectionPool {
     ///   - backend: where to connect.
     ///   - timeout: the connect timeout.
     func connect(_ backend: Backend, timeout: TimeAmount, tls: UpstreamTLS? = nil) -> EventLoopFuture<any Channel> {
-        let key = Self.key(backend, tls: tls != nil)
+        let key = Key(address: backend.address, tls: tls != nil)
         let serverName = tls?.serverName ?? (SocketAddressCheck.isIPLiteral(backend.host) ? nil : backend.host)
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(timeout)

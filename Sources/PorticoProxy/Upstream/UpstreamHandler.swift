@@ -21,7 +21,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The exchange using this connection, or `nil` while idle in the pool.
     weak var delegate: (any UpstreamDelegate)?
-    let backendKey: String
+    let backendKey: UpstreamConnectionPool.Key
     private(set) var context: ChannelHandlerContext?
     private var pendingRead = false
     /// Closes the connection when it stays parked too long; lazily re-armed, so lease and park cost nothing.
@@ -30,7 +30,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var requestsSent = 0
     var onClose: ((UpstreamHandler) -> Void)?
 
-    init(backendKey: String) {
+    init(backendKey: UpstreamConnectionPool.Key) {
         self.backendKey = backendKey
     }
 
