@@ -73,8 +73,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         self.context = context
         self.downstreamIP = context.channel.remoteAddress?.ipAddress
         // One lazily re-armed timer per connection: exchanges on a keep-alive connection schedule nothing.
-        self.responseTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(1)) { [weak self] in
-            guard let self, let exchange = self.exchange, !exchange.responseStarted else { return }
+        // Captured strongly: a weak reference would give this handler a side table, which makes every retain and
+        // release of it slower, on every request. handlerRemoved breaks the cycle.
+        self.responseTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(1)) {
+            guard let exchange = self.exchange, !exchange.responseStarted else { return }
             self.upstreamFailed(exchange, error: ProxyError.responseTimeout, timedOut: true)
         }
     }

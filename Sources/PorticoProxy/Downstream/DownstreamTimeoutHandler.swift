@@ -35,7 +35,7 @@ final class DownstreamTimeoutHandler: ChannelInboundHandler, RemovableChannelHan
         self.timer = LazyTimer(
             eventLoop: context.eventLoop,
             period: min(self.headerTimeout, self.idleTimeout),
-            onExpiry: { [weak self] in self?.fire() }
+            onExpiry: { self.fire() }  // strongly, like DownstreamHandler's timer; handlerRemoved breaks the cycle
         )
         // A new connection must start its first request promptly: nginx's client_header_timeout.
         self.arm(self.headerTimeout, phase: .idle)

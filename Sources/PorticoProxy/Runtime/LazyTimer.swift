@@ -49,9 +49,9 @@ final class LazyTimer {
     private func schedule(at time: NIODeadline) {
         self.task?.cancel()
         self.firesAt = time
-        self.task = self.eventLoop.assumeIsolated().scheduleTask(deadline: time) { [weak self] in
-            self?.fired()
-        }
+        // Strongly: the task holds the timer until it fires or is cancelled, no longer (and a weak reference
+        // would give the timer a side table).
+        self.task = self.eventLoop.assumeIsolated().scheduleTask(deadline: time) { self.fired() }
     }
 
     private func fired() {

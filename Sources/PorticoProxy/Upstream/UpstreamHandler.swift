@@ -19,8 +19,10 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    /// The exchange using this connection, or `nil` while idle in the pool.
-    weak var delegate: (any UpstreamDelegate)?
+    /// The exchange using this connection, or `nil` while idle in the pool. Strong, and cleared on every way
+    /// out (park, close, error, removal from the pipeline): a weak reference would give the downstream
+    /// handler a side table, which makes every retain and release of it slower, on every request.
+    var delegate: (any UpstreamDelegate)?
     let backendKey: UpstreamConnectionPool.Key
     private(set) var context: ChannelHandlerContext?
     private var pendingRead = false
@@ -40,14 +42,15 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.idleTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(60)) { [weak self] in
-            self?.close()
-        }
+        // Captured strongly (no side table, see `delegate`); handlerRemoved breaks the cycle.
+        self.idleTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(60)) { self.close() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.idleTimer?.cancel()
         self.idleTimer = nil
+        self.delegate = nil
+        self.onClose = nil
         self.context = nil
     }
 
