@@ -705,13 +705,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 pipeline.removeHandler(context: handler, promise: nil)
             }
             remove(downstreamPipeline, try downstreamPipeline.context(handlerType: DownstreamTimeoutHandler.self))
-            remove(
-                downstreamPipeline,
-                try downstreamPipeline.context(handlerType: NIOHTTPResponseHeadersValidator.self)
-            )
             remove(downstreamPipeline, try downstreamPipeline.context(handlerType: HTTPResponseEncoder.self))
             remove(upstreamPipeline, try upstreamPipeline.context(handlerType: UpstreamHandler.self))
-            remove(upstreamPipeline, try upstreamPipeline.context(handlerType: NIOHTTPRequestHeadersValidator.self))
             remove(upstreamPipeline, try upstreamPipeline.context(handlerType: HTTPRequestEncoder.self))
             session.start()
             // Removing the decoders hands over whatever they hold past the handshake, as plain bytes.

@@ -199,10 +199,14 @@ public final class ProxyServer: Service, Sendable {
                     // first request head, since it has nothing to upgrade to.
                     // Pipelining is DownstreamHandler's: it queues a pipelined request only when one arrives,
                     // instead of pausing reads around every exchange (two epoll_ctl calls per request).
+                    // No outbound header validator: every header the proxy writes was checked on its way in
+                    // (RequestInspection for requests, NIO's strict parser for backend responses) or is built by
+                    // the proxy from such parts, so a second scan of every header per response finds nothing.
                     try sync.configureHTTPServerPipeline(
                         withPipeliningAssistance: false,
                         withServerUpgrade: (upgraders: [], completionHandler: { _ in }),
-                        withErrorHandling: false
+                        withErrorHandling: false,
+                        withOutboundHeaderValidation: false
                     )
                     try sync.addHandler(
                         DownstreamHandler(

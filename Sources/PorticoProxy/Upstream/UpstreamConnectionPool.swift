@@ -73,7 +73,11 @@ final class UpstreamConnectionPool {
                             NIOSSLClientHandler(context: tls.context, serverHostname: serverName)
                         )
                     }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+                    // Request headers were validated when the request arrived (see ProxyServer): no second scan.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .forwardBytes,
+                        enableOutboundHeaderValidation: false
+                    )
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler(backendKey: key))
                 }
             }

@@ -92,3 +92,28 @@ extension String {
         self.split(separator: "\n").filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
     }
 }
+
+/// A backend that answers every read with the same raw bytes and closes: for responses NIO's encoder would
+/// never produce. Stop it with `close()`.
+final class CannedBackend: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let reply: String
+
+    init(reply: String) { self.reply = reply }
+
+    static func start(reply: String) async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(CannedBackend(reply: reply))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(ByteBuffer(string: self.reply))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}

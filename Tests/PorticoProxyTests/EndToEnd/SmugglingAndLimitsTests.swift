@@ -144,3 +144,33 @@ import Testing
         }
     }
 }
+
+/// The proxy writes headers without a second validation pass, because every header it forwards was parsed
+/// strictly on the way in: a backend whose response head could split the client's response gets a 502.
+@Suite struct MalformedBackendResponseTests {
+    @Test(arguments: [
+        "HTTP/1.1 200 OK\r\nX-Evil: a\rSet-Cookie: stolen=1\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX-Evil: a\u{01}b\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX-Evil: a\0b\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX Evil: a\r\nContent-Length: 2\r\n\r\nok",
+    ])
+    func aResponseHeadThatCouldSplitTheResponseIsA502(reply: String) async throws {
+        let backend = try await CannedBackend.start(reply: reply)
+        let port = backend.localAddress?.port ?? 0
+        let yaml = """
+            listeners: [{ address: "LISTEN" }]
+            routes: [{ pool: p }]
+            pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }] } }
+            """
+        try await withProxy(yaml) { proxy in
+            let answer = try await RawHTTPClient.send(
+                "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                port: proxy.port,
+                until: { $0.contains("\r\n\r\n") }
+            )
+            #expect(answer.statuses == [502], "\(answer.text)")
+            #expect(!answer.text.lowercased().contains("evil") && !answer.text.contains("stolen"), "\(answer.text)")
+        }
+        try await backend.close()
+    }
+}
