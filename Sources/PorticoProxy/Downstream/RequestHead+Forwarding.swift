@@ -212,15 +212,18 @@ extension HTTPRequestHead {
     /// A WebSocket opening handshake (RFC 6455 §4.1): GET, HTTP/1.1, `Connection` with the `upgrade` token and
     /// `Upgrade` with `websocket`, in any case and within token lists.
     var isWebSocketUpgrade: Bool {
-        guard self.method == .GET, self.version == .http1_1 else { return false }
-        return self.headers.hasToken("upgrade", in: "connection") && self.headers.hasToken("websocket", in: "upgrade")
+        guard self.method == .GET, self.version == .http1_1, self.headers.contains(name: "upgrade") else {
+            return false
+        }
+        return self.headers.hasToken("websocket", in: "upgrade") && self.headers.hasToken("upgrade", in: "connection")
     }
 
     /// The HTTP parser stops after this head (an upgrade request or CONNECT), so nothing after it on the
     /// connection can be read as a request: the connection must close after the response unless it tunnels.
     var stopsTheParser: Bool {
+        // The cheap test first: nearly no request has an Upgrade header; `hasToken` splits a list.
         self.method == .CONNECT
-            || (self.headers.hasToken("upgrade", in: "connection") && self.headers.contains(name: "upgrade"))
+            || (self.headers.contains(name: "upgrade") && self.headers.hasToken("upgrade", in: "connection"))
     }
 
     /// Methods RFC 9110 §9.2.2 calls idempotent: safe to send again to another backend.
