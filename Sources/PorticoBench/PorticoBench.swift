@@ -66,6 +66,12 @@ struct WebSocketEcho: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(self.duration))
         running.set(false)
         let elapsed = ContinuousClock.now - started
+        // Each connection hands over its counts in batches; wait for the last batch of every one (its echo in
+        // flight at the stop), or the total would miss up to a batch per connection.
+        let deadline = ContinuousClock.now + .seconds(2)
+        while results.withLockedValue({ $0.finished }) < channels.count, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         let final = results.withLockedValue { $0 }
         for channel in channels { try? await channel.close() }
         try await group.shutdownGracefully()
@@ -82,6 +88,8 @@ struct WebSocketEcho: AsyncParsableCommand {
 }
 
 struct EchoResults: Sendable {
+    /// Connections that handed over their final counts after the stop.
+    var finished = 0
     var messages = 0
     var errors = 0
     var mismatches = 0
@@ -113,6 +121,7 @@ final class EchoClientHandler: ChannelInboundHandler {
     private var handshakeDone = false
     private var sentAt = NIODeadline.now()
     private var local = EchoResults()
+    private var finished = false
 
     init(host: String, path: String, size: Int, results: NIOLockedValueBox<EchoResults>, running: ManagedFlag) {
         self.host = host
@@ -158,7 +167,13 @@ final class EchoClientHandler: ChannelInboundHandler {
             self.local.messages += 1
             self.local.latencies.record(since: self.sentAt)
             if self.local.messages % 256 == 0 { self.publish() }
-            if self.running.isSet { self.send(context: context) } else { self.publish() }
+            if self.running.isSet {
+                self.send(context: context)
+            } else if !self.finished {
+                self.finished = true
+                self.local.finished = 1
+                self.publish()
+            }
         }
         self.buffer.discardReadBytes()
     }
@@ -167,6 +182,7 @@ final class EchoClientHandler: ChannelInboundHandler {
         let local = self.local
         self.local = EchoResults()
         self.results.withLockedValue {
+            $0.finished += local.finished
             $0.messages += local.messages
             $0.errors += local.errors
             $0.mismatches += local.mismatches
