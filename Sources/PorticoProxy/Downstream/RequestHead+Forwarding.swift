@@ -34,6 +34,7 @@ enum RequestInspection {
         var headBytes = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
         var contentLengths: [Substring] = []
         var transferCodings: [Substring] = []
+        var hosts = 0
         for (name, value) in head.headers {
             headBytes += name.utf8.count + value.utf8.count + 4
             guard isValidName(name) else {
@@ -42,16 +43,18 @@ enum RequestInspection {
             guard isValidValue(value) else {
                 return .failure(RequestRejection(status: .badRequest, reason: "invalid header value"))
             }
-            if name.utf8.count == 14, name.lowercased() == "content-length" {
+            if name.equalsLowercase("host") {
+                hosts += value.utf8.contains(UInt8(ascii: ",")) ? 2 : 1  // a list of hosts is as ambiguous
+            } else if name.equalsLowercase("content-length") {
                 contentLengths += value.split(separator: ",", omittingEmptySubsequences: false).map(trimmed)
-            } else if name.utf8.count == 17, name.lowercased() == "transfer-encoding" {
+            } else if name.equalsLowercase("transfer-encoding") {
                 transferCodings += value.split(separator: ",", omittingEmptySubsequences: false).map(trimmed)
             }
         }
         if headBytes > limits.maxHeaderBytes {
             return .failure(RequestRejection(status: .requestHeaderFieldsTooLarge, reason: "request head too large"))
         }
-        if head.headers.contains(name: "host") && head.headers[canonicalForm: "host"].count > 1 {
+        if hosts > 1 {
             return .failure(RequestRejection(status: .badRequest, reason: "more than one Host"))
         }
         if !transferCodings.isEmpty {
@@ -118,18 +121,23 @@ private let hopByHopHeaders: [String] = [
 /// `extra` (lowercase names). Headers that need none of that (most requests and responses) come back as they
 /// are: no copy, and no header is lowercased or re-validated.
 func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: [String] = []) -> HTTPHeaders {
-    let named = headers[canonicalForm: "connection"]
     var doomed: [String] = []
+    var connectionNamesMore = false
     for (name, _) in headers {
-        let isDoomed =
-            hopByHopHeaders.contains { name.equalsLowercase($0) } || extra.contains { name.equalsLowercase($0) }
-            || named.contains { token in token.utf8.count == name.utf8.count && name.lowercased() == token.lowercased()
-            }
-        if isDoomed && !doomed.contains(where: { $0.lowercased() == name.lowercased() }) { doomed.append(name) }
+        guard
+            hopByHopHeaders.contains(where: { name.equalsLowercase($0) })
+                || extra.contains(where: { name.equalsLowercase($0) })
+        else { continue }
+        if name.equalsLowercase("connection") { connectionNamesMore = true }
+        doomed.append(name)
+    }
+    if connectionNamesMore {
+        // Connection names more headers that end at this hop (RFC 9110 §7.6.1).
+        doomed += headers[canonicalForm: "connection"].map(String.init)
     }
     guard !doomed.isEmpty else { return headers }
     var result = headers
-    for name in doomed { result.remove(name: name) }  // case-insensitive, every occurrence
+    for name in doomed { result.remove(name: name) }  // case-insensitive, every occurrence; absent names are no-ops
     return result
 }
 
@@ -177,7 +185,7 @@ extension HTTPRequestHead {
             headers.replaceOrAdd(name: "host", value: backendAddress)
         }
         if let ip = forwarding.downstreamIP {
-            let existing = self.headers[canonicalForm: "x-forwarded-for"]
+            let existing = self.headers["x-forwarded-for"]
             headers.replaceOrAdd(
                 name: "x-forwarded-for",
                 value: existing.isEmpty ? ip : "\(existing.joined(separator: ", ")), \(ip)"

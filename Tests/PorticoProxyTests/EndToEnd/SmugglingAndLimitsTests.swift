@@ -22,6 +22,8 @@ import Testing
         ("DEL in value", "GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\u{7F}b\r\n\r\n"),
         ("bare LF in value", "GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\rb\r\n\r\n"),
         ("two Hosts", "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+        ("two Hosts in one", "GET / HTTP/1.1\r\nHost: x, y\r\n\r\n"),
+        ("two Hosts, cases differ", "GET / HTTP/1.1\r\nhost: x\r\nHOST: y\r\n\r\n"),
     ]
 
     @Test(arguments: Self.cases.map(\.0))
