@@ -277,17 +277,22 @@ struct RequestIDGenerator {
     }
 
     mutating func next() -> String {
-        let digits = Array("0123456789abcdef".utf8)
         let high = self.next64()
         let low = self.next64()
         return String(unsafeUninitializedCapacity: 32) { buffer in
             for index in 0..<16 {
-                buffer[index] = digits[Int((high >> (60 - 4 * UInt64(index))) & 0xF)]
-                buffer[16 + index] = digits[Int((low >> (60 - 4 * UInt64(index))) & 0xF)]
+                buffer[index] = hexDigit(high >> (60 - 4 * UInt64(index)))
+                buffer[16 + index] = hexDigit(low >> (60 - 4 * UInt64(index)))
             }
             return 32
         }
     }
+}
+
+/// The lowercase hex digit of the low four bits of `value`.
+private func hexDigit(_ value: UInt64) -> UInt8 {
+    let nibble = UInt8(truncatingIfNeeded: value & 0xF)
+    return nibble < 10 ? 0x30 + nibble : 0x57 + nibble  // "0"…"9", "a"…"f"
 }
 
 private func rotate(_ value: UInt64, _ bits: UInt64) -> UInt64 {

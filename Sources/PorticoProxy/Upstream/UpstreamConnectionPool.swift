@@ -8,8 +8,14 @@ import PorticoRESP
 /// Keep-alive connections to backends, for one event loop. Touched only on that loop, so it takes no locks.
 final class UpstreamConnectionPool {
     let eventLoop: any EventLoop
-    /// Most recently used last, so a lease takes the warmest connection.
-    private var idle: [Key: [UpstreamHandler]] = [:]
+    /// Per backend, most recently used last, so a lease takes the warmest connection. Each list is a class,
+    /// found with a plain lookup and changed in place: `idle[key]?.popLast()` on a dictionary of arrays goes
+    /// through nested `modify` accessors whose coroutine frames are heap-allocated, three per request.
+    private var idle: [Key: IdleList] = [:]
+
+    private final class IdleList {
+        var handlers: [UpstreamHandler] = []
+    }
     private let maxIdlePerBackend: Int
     private let idleTimeout: TimeAmount
 
@@ -31,8 +37,8 @@ final class UpstreamConnectionPool {
 
     /// An idle keep-alive connection to `backend`, if there is one.
     func lease(_ backend: Backend, tls: Bool = false) -> UpstreamHandler? {
-        let key = Key(address: backend.address, tls: tls)
-        while let handler = self.idle[key]?.popLast() {
+        guard let list = self.idle[Key(address: backend.address, tls: tls)] else { return nil }
+        while let handler = list.handlers.popLast() {
             if handler.isActive { return handler }
         }
         return nil
@@ -41,17 +47,23 @@ final class UpstreamConnectionPool {
     /// Gives a connection back after a complete exchange.
     func release(_ handler: UpstreamHandler) {
         guard handler.isActive else { return }
-        // Mutated in place: a copy of the list per request would retain every idle connection in it.
-        if self.idle[handler.backendKey, default: []].count >= self.maxIdlePerBackend {
+        let list: IdleList
+        if let existing = self.idle[handler.backendKey] {
+            list = existing
+        } else {
+            list = IdleList()
+            self.idle[handler.backendKey] = list
+        }
+        if list.handlers.count >= self.maxIdlePerBackend {
             handler.close()
             return
         }
         handler.park(timeout: self.idleTimeout)
-        self.idle[handler.backendKey, default: []].append(handler)
+        list.handlers.append(handler)
     }
 
     private func forget(_ handler: UpstreamHandler) {
-        self.idle[handler.backendKey]?.removeAll { $0 === handler }
+        self.idle[handler.backendKey]?.handlers.removeAll { $0 === handler }
     }
 
     /// Opens a new connection to `backend` on this pool's loop.
