@@ -199,12 +199,12 @@ extension HTTPRequestHead {
         case .contentLength: break  // kept from the downstream head
         case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
         }
-        return HTTPRequestHead(
-            version: .http1_1,
-            method: self.method,
-            uri: route.upstreamURI(self.uri),
-            headers: headers
-        )
+        // A copy shares the decoded head's storage; only a changed version or target copies it.
+        var upstream = self
+        upstream.headers = headers
+        if upstream.version != .http1_1 { upstream.version = .http1_1 }
+        if route.stripPrefix != nil { upstream.uri = route.upstreamURI(self.uri) }
+        return upstream
     }
 
     /// The downstream's `X-Request-Id` when it is short and printable; otherwise a new one from `generator`.
@@ -320,7 +320,11 @@ extension HTTPResponseHead {
             headers.add(name: "connection", value: "keep-alive")
         }
         if !headers.contains(name: "x-request-id") { headers.add(name: "x-request-id", value: requestID) }
-        return HTTPResponseHead(version: version, status: self.status, headers: headers)
+        // A copy shares the decoded head's storage; only a changed version copies it.
+        var downstream = self
+        downstream.headers = headers
+        if downstream.version != version { downstream.version = version }
+        return downstream
     }
 
     /// Whether the body is delimited (Content-Length, chunked, or no body at all) rather than by closing.
