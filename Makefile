@@ -47,7 +47,7 @@ e2e: build
 # chat fan-out through the balancer (scripts/bench_fanout.sh) and the relay next to redis-benchmark
 # (scripts/bench_relay.sh). Results and the chart go to bench/.
 bench: build
-	@scripts/install-deps.sh haproxy nginx caddy wrk redis-server redis-tools
+	@scripts/install-deps.sh haproxy nginx caddy wrk hey redis-server redis-tools
 	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install --quiet matplotlib \
 		|| python3 -m pip install --quiet --break-system-packages matplotlib \
 		|| scripts/install-deps.sh python3-matplotlib

@@ -152,6 +152,13 @@ run() {  # run ROUND PROXY WORKLOAD
         ops=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
         p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}')
         ;;
+    http-rate)
+        # The same offered load for every target (hey's -q is per connection: 32 × 250 = 8,000 requests/s,
+        # below every proxy's limit here), so p99 compares latency at equal load, not at each one's ceiling.
+        out=$(taskset -c 1 hey -z "${seconds}s" -c 32 -q 250 "http://127.0.0.1:$target/" 2>&1)
+        ops=$(echo "$out" | awk '/Requests\/sec:/ {print $2}')
+        p99=$(echo "$out" | awk '$1=="99%" && $2=="in" {print $3 * 1000}')
+        ;;
     ws-64|ws-4096)
         out=$(taskset -c 1 "$bin/portico-bench" ws-echo --target "127.0.0.1:$target" --connections 100 \
             --size "${workload#ws-}" --duration "$seconds" 2>&1 | tail -1)
@@ -196,8 +203,13 @@ run() {  # run ROUND PROXY WORKLOAD
 }
 
 for round in $(seq "$rounds"); do
-    for workload in ${WORKLOADS:-http-keepalive http-close ws-64 ws-4096 ws-connect ws-idle}; do
-        for name in direct haproxy nginx caddy portico; do
+    # Forward in odd rounds, backward in even ones, after a pause: every proxy is pinned to core 0, and one's
+    # background work after its run (Go's runtime in Caddy) must not always land on the same next target.
+    order=(direct haproxy nginx caddy portico)
+    if ((round % 2 == 0)); then order=(portico caddy nginx haproxy direct); fi
+    for workload in ${WORKLOADS:-http-keepalive http-close http-rate ws-64 ws-4096 ws-connect ws-idle}; do
+        for name in "${order[@]}"; do
+            sleep 1
             run "$round" "$name" "$workload"
         done
     done

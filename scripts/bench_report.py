@@ -15,6 +15,8 @@ for row in rows:
         if row.get(key):
             data[(row["workload"], row["proxy"])][key].append(float(row[key]))
 workloads = ["http-keepalive", "http-close", "ws-64", "ws-4096", "ws-connect", "ws-idle"]
+# Rows of the full table only: the same offered load for every target, to compare latency rather than cost.
+equal_load = ["http-rate"]
 labels = {
     "http-keepalive": "HTTP keep-alive request",
     "http-close": "HTTP request on a new connection",
@@ -40,7 +42,7 @@ def spread(values, digits):
 print(f"Medians of {rounds} interleaved rounds, (min–max) in brackets.\n")
 print("| workload | proxy | ops/s | p99 ms | proxy CPU µs/op | CPU vs HAProxy | CPU vs nginx | KiB per idle socket |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for workload in workloads:
+for workload in workloads + equal_load:
     for proxy in proxies:
         values = data.get((workload, proxy))
         if not values:
@@ -71,6 +73,17 @@ for workload in workloads:
     text = [f"{value:.1f} {unit}" if value is not None else "—" for value in cells]
     ratio = f"{cells[3] / best:.2f}×" if cells[3] is not None and best else ""
     print(f"| {labels[workload]} | {' | '.join(text)} | {ratio} |")
+
+# Latency at the same offered load (`http-rate`: every target gets the same request rate).
+if any((workload, proxy) in data for workload in equal_load for proxy in proxies):
+    print("\n| HTTP keep-alive at the same load | " + " | ".join(proxies) + " | Portico ÷ HAProxy |")
+    print("| --- | " + " | ".join("---" for _ in proxies) + " | --- |")
+    for key, name in (("p99_ms", "p99 ms"), ("ops_per_s", "requests/s")):
+        cells = [median("http-rate", proxy, key) for proxy in proxies]
+        text = [f"{value:,.2f}" if value is not None else "—" for value in cells]
+        mine, theirs = cells[proxies.index("portico")], cells[proxies.index("haproxy")]
+        ratio = f"{mine / theirs:.2f}×" if key == "p99_ms" and mine is not None and theirs else ""
+        print(f"| {name} | {' | '.join(text)} | {ratio} |")
 
 if len(sys.argv) > 2:
     try:
