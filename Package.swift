@@ -14,6 +14,7 @@ let yams: Target.Dependency = .product(name: "Yams", package: "Yams")
 let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
     name: "portico",
@@ -40,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // Insecure.SHA1 for Sec-WebSocket-Accept: a backend's 101 must answer the client's key.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // policy — pure Swift
@@ -57,7 +60,7 @@ let package = Package(
                 "PorticoConfig", "PorticoRouting", "PorticoBalancing", "PorticoRESP",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"), logging, lifecycle,
                 metrics, prometheus, .product(name: "UnixSignals", package: "swift-service-lifecycle"), nioSSL,
-                nio("NIOTLS"),
+                nio("NIOTLS"), crypto,
             ],
             swiftSettings: settings
         ),

@@ -88,20 +88,49 @@ extension ConfigurationReader {
     }
 
     mutating func admin(_ node: Node, at path: String) -> AdminConfiguration? {
-        guard let map = self.mapping(node, at: path, allowed: ["address", "token"]) else { return nil }
+        let keys = ["address", "token", "allowed_hosts", "max_connections", "header_timeout", "idle_timeout"]
+        guard let map = self.mapping(node, at: path, allowed: keys) else { return nil }
         guard
             let address = self.required(map, "address", at: path, node: node).flatMap({
                 self.hostPort($0, at: join(path, "address"))
             })
         else { return nil }
         let token = map["token"].flatMap { self.string($0, at: join(path, "token")) }
-        return AdminConfiguration(address: address, token: token?.isEmpty == true ? nil : token)
+        var admin = AdminConfiguration(address: address, token: token?.isEmpty == true ? nil : token)
+        if let n = map["allowed_hosts"], let items = self.sequence(n, at: join(path, "allowed_hosts")) {
+            for (index, item) in items.enumerated() {
+                let itemPath = "\(join(path, "allowed_hosts"))[\(index)]"
+                guard let name = self.string(item, at: itemPath) else { continue }
+                guard AdminConfiguration.isHostName(name) else {
+                    self.fail(
+                        itemPath,
+                        item,
+                        "expected a host name such as portico.internal (no port or scheme), got \"\(name)\""
+                    )
+                    continue
+                }
+                // Stored as compared: Host names are case-insensitive and "name." is "name".
+                let lowered = name.lowercased()
+                let normalized = lowered.hasSuffix(".") ? String(lowered.dropLast()) : lowered
+                if !admin.allowedHosts.contains(normalized) { admin.allowedHosts.append(normalized) }
+            }
+        }
+        if let n = map["max_connections"], let v = self.int(n, at: join(path, "max_connections"), in: 1...100_000) {
+            admin.maxConnections = v
+        }
+        if let n = map["header_timeout"], let v = self.positiveDuration(n, at: join(path, "header_timeout")) {
+            admin.headerTimeout = v
+        }
+        if let n = map["idle_timeout"], let v = self.positiveDuration(n, at: join(path, "idle_timeout")) {
+            admin.idleTimeout = v
+        }
+        return admin
     }
 
     mutating func limits(_ node: Node, at path: String) -> LimitsConfiguration? {
         let keys = [
             "max_connections", "max_connections_per_ip", "header_timeout", "idle_timeout", "max_header_bytes",
-            "max_uri_bytes", "shutdown_timeout",
+            "max_uri_bytes", "shutdown_timeout", "body_timeout", "send_timeout", "ipv6_prefix",
         ]
         guard let map = self.mapping(node, at: path, allowed: keys) else { return nil }
         var limits = LimitsConfiguration()
@@ -121,6 +150,15 @@ extension ConfigurationReader {
         }
         if let n = map["idle_timeout"], let v = self.positiveDuration(n, at: join(path, "idle_timeout")) {
             limits.idleTimeout = v
+        }
+        if let n = map["body_timeout"], let v = self.positiveDuration(n, at: join(path, "body_timeout")) {
+            limits.bodyTimeout = v
+        }
+        if let n = map["send_timeout"], let v = self.positiveDuration(n, at: join(path, "send_timeout")) {
+            limits.sendTimeout = v
+        }
+        if let n = map["ipv6_prefix"], let v = self.int(n, at: join(path, "ipv6_prefix"), in: 1...128) {
+            limits.ipv6Prefix = v
         }
         if let n = map["max_header_bytes"],
             let v = self.int(n, at: join(path, "max_header_bytes"), in: 1024...1_048_576)

@@ -101,10 +101,61 @@ public struct AdminConfiguration: Sendable, Equatable {
     public var address: HostPort
     /// When set, every admin call needs `Authorization: Bearer <token>`.
     public var token: String?
+    /// Host names a request's `Host` may carry besides IP literals and `localhost` (any other name gets 403,
+    /// against DNS rebinding). Lower case, without a trailing dot. Default none.
+    public var allowedHosts: [String]
+    /// Admin connections open at once; more are closed at accept. Default 64.
+    public var maxConnections: Int
+    /// The whole admin request must arrive within this of its first byte (or of the connection's start).
+    /// Default 10s.
+    public var headerTimeout: Duration
+    /// A keep-alive admin connection with no request in progress is closed after this. Default 60s.
+    public var idleTimeout: Duration
 
-    public init(address: HostPort, token: String? = nil) {
+    /// - Parameters:
+    ///   - address: where the admin API listens.
+    ///   - token: the bearer token every call must carry; `nil` (the default) for none.
+    ///   - allowedHosts: host names accepted in `Host` besides IP literals and `localhost`; default none.
+    ///   - maxConnections: admin connections open at once; default 64.
+    ///   - headerTimeout: how long a request may take to arrive; default 10s.
+    ///   - idleTimeout: how long a keep-alive connection may wait for its next request; default 60s.
+    public init(
+        address: HostPort,
+        token: String? = nil,
+        allowedHosts: [String] = [],
+        maxConnections: Int = 64,
+        headerTimeout: Duration = .seconds(10),
+        idleTimeout: Duration = .seconds(60)
+    ) {
         self.address = address
         self.token = token
+        self.allowedHosts = allowedHosts
+        self.maxConnections = maxConnections
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+    }
+
+    /// Whether `text` is a DNS host name: dot-separated labels of letters, digits, `-` (not at either end of a
+    /// label) and `_` (compose service names use it), 1…63 bytes each, 253 in all, one trailing dot allowed.
+    /// No port, scheme, wildcard or brackets.
+    public static func isHostName(_ text: String) -> Bool {
+        var name = Substring(text)
+        if name.hasSuffix(".") { name = name.dropLast() }
+        guard !name.isEmpty, name.utf8.count <= 253 else { return false }
+        return name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            let bytes = label.utf8
+            guard (1...63).contains(bytes.count), bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "-")
+            else { return false }
+            return bytes.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
+                    return true
+                default:
+                    return false
+                }
+            }
+        }
     }
 }
 
@@ -124,6 +175,14 @@ public struct LimitsConfiguration: Sendable, Equatable {
     public var shutdownTimeout: Duration = .seconds(30)
     /// Downstream connections one client IP may hold open; `nil` for no limit.
     public var maxConnectionsPerIP: Int?
+    /// IPv6 clients are counted for `maxConnectionsPerIP` by this prefix of their address (one site usually
+    /// gets a whole /64, so counting single addresses would not limit anyone). Default 64.
+    public var ipv6Prefix: Int = 64
+    /// The longest gap between two reads of a request body; then 408 and close. Default 30s.
+    public var bodyTimeout: Duration = .seconds(30)
+    /// A downstream that takes nothing of what portico has to send it (a response, a tunnel's traffic) for
+    /// this long is cut, and its upstream released (nginx `send_timeout`). Default 60s.
+    public var sendTimeout: Duration = .seconds(60)
 
     public init() {}
 }

@@ -95,3 +95,59 @@ import Testing
         #expect(tracker.isAtFrameBoundary)
     }
 }
+
+/// RSV bits (RFC 6455 §5.2) are a protocol error unless the handshake negotiated an extension that uses them.
+@Suite struct ReservedBitsTests {
+    static func violation(_ bytes: [UInt8], _ reserved: WebSocketFrameTracker.ReservedBits) -> UInt16? {
+        var tracker = WebSocketFrameTracker(sender: .client, maxMessageBytes: 1 << 20, reservedBits: reserved)
+        return tracker.consume(ByteBuffer(bytes: bytes)).violation?.code
+    }
+
+    static func withBits(_ frame: [UInt8], _ bits: UInt8) -> [UInt8] {
+        var frame = frame
+        frame[0] |= bits
+        return frame
+    }
+
+    @Test func withoutAnExtensionAnyReservedBitIsA1002() {
+        for bits: UInt8 in [0x40, 0x20, 0x10, 0x70] {
+            #expect(Self.violation(Self.withBits(FrameTrackerTests.frame(0x1, [1, 2]), bits), .none) == 1002)
+            #expect(Self.violation(Self.withBits(FrameTrackerTests.frame(0x9, []), bits), .none) == 1002)
+        }
+        #expect(Self.violation(FrameTrackerTests.frame(0x1, [1, 2]), .none) == nil)
+    }
+
+    @Test func permessageDeflateAllowsRSV1OnTheFirstDataFrameOnly() {
+        let deflate = WebSocketFrameTracker.ReservedBits.perMessageDeflate
+        #expect(Self.violation(Self.withBits(FrameTrackerTests.frame(0x1, [1]), 0x40), deflate) == nil)
+        #expect(Self.violation(Self.withBits(FrameTrackerTests.frame(0x2, [1]), 0x40), deflate) == nil)
+        #expect(Self.violation(Self.withBits(FrameTrackerTests.frame(0x2, [1]), 0x20), deflate) == 1002)
+        #expect(Self.violation(Self.withBits(FrameTrackerTests.frame(0x9, []), 0x40), deflate) == 1002)
+        let first = Self.withBits(FrameTrackerTests.frame(0x1, [1], fin: false), 0x40)
+        let continuation = Self.withBits(FrameTrackerTests.frame(0x0, [2]), 0x40)
+        #expect(Self.violation(first + continuation, deflate) == 1002)
+        #expect(Self.violation(Self.withBits(FrameTrackerTests.frame(0x1, [1]), 0x70), .any) == nil)
+    }
+
+    @Test func negotiatedExtensionsDecideTheBits() {
+        typealias Bits = WebSocketFrameTracker.ReservedBits
+        #expect(Bits(negotiated: []) == .none)
+        #expect(Bits(negotiated: ["permessage-deflate"]) == .perMessageDeflate)
+        #expect(
+            Bits(negotiated: ["PerMessage-Deflate; client_max_window_bits=15 ; server_no_context_takeover"])
+                == .perMessageDeflate
+        )
+        #expect(Bits(negotiated: ["permessage-deflate, x-webkit-other"]) == .any)
+        #expect(Bits(negotiated: ["x-custom"]) == .any)
+    }
+
+    @Test func closeCodesBecomeBoundedLabels() {
+        #expect(TunnelMetrics.label(closeCode: 1000) == "normal")
+        #expect(TunnelMetrics.label(closeCode: 1012) == "service_restart")
+        #expect(TunnelMetrics.label(closeCode: 4321) == "other")
+        #expect(TunnelMetrics.label(closeCode: 1004) == "other")
+        #expect(TunnelMetrics.label(closeCode: nil) == "none")
+        let labels = Set((0...UInt16.max).map { TunnelMetrics.label(closeCode: $0) })
+        #expect(labels.count <= 16)
+    }
+}

@@ -11,13 +11,16 @@ import ServiceLifecycle
 
 /// The admin API (DESIGN.md): status, HTML page, Prometheus metrics, effective configuration, reload, pause
 /// and resume pools, drain and enable backends. A `Service`; loopback by default; bearer token when set.
+///
+/// Every request passes ``AdminRequestGuard`` first (Host allow-list, same-origin `Origin`, token), and the
+/// listener has its own connection limit and header/idle timeouts, apart from the proxy's `limits`.
 public final class AdminServer: Service, Sendable {
     /// What the admin handlers need; all of it `Sendable`.
     struct Context: Sendable {
         let store: ConfigStore
         let server: ProxyServer
         let reloader: ConfigReloader
-        let token: String?
+        let requestGuard: AdminRequestGuard
         let registry: PrometheusCollectorRegistry
         let version: String
         let started: ContinuousClock.Instant
@@ -28,9 +31,11 @@ public final class AdminServer: Service, Sendable {
     private let context: Context
     private let group: any EventLoopGroup
     private let channel = NIOLockedValueBoxAdmin()
+    /// Admin connections open now, for `admin.max_connections` (apart from the proxy's count).
+    private let connections = ConnectionCounter()
 
     /// - Parameters:
-    ///   - configuration: where to listen and the optional token.
+    ///   - configuration: where to listen, the optional token, allowed host names, connection limit, timeouts.
     ///   - store: the configuration snapshots.
     ///   - server: the proxy, for connection counts.
     ///   - reloader: what `POST /reload` runs.
@@ -52,7 +57,7 @@ public final class AdminServer: Service, Sendable {
             store: store,
             server: server,
             reloader: reloader,
-            token: configuration.token,
+            requestGuard: AdminRequestGuard(token: configuration.token, allowedHosts: configuration.allowedHosts),
             registry: registry,
             version: version,
             started: .now,
@@ -66,12 +71,28 @@ public final class AdminServer: Service, Sendable {
     @discardableResult
     public func start() async throws -> SocketAddress? {
         let context = self.context
+        let connections = self.connections
+        let maxConnections = self.configuration.maxConnections
+        let headerTimeout = TimeAmount.milliseconds(self.configuration.headerTimeout.milliseconds)
+        let idleTimeout = TimeAmount.milliseconds(self.configuration.idleTimeout.milliseconds)
         let channel = try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Its own limit: a flood of admin connections must not use up the proxy's, nor the reverse.
+                guard connections.acquire(limit: maxConnections) else {
+                    context.logger.warning(
+                        "admin max_connections reached; closing a new connection",
+                        metadata: ["portico.downstream": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"]
+                    )
+                    return channel.eventLoop.makeFailedFuture(ProxyServerError.tooManyConnections)
+                }
+                channel.closeFuture.whenComplete { _ in connections.release() }
+                return channel.eventLoop.makeCompletedFuture {
+                    // The proxy's slowloris guard, in front of the decoder so it sees when a request starts.
+                    let timeouts = DownstreamTimeoutHandler(headerTimeout: headerTimeout, idleTimeout: idleTimeout)
+                    try channel.pipeline.syncOperations.addHandler(timeouts)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(context: context, timeouts: timeouts))
                 }
             }
             .bind(host: self.configuration.address.host, port: self.configuration.address.port)
@@ -112,21 +133,59 @@ final class AdminHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let context: AdminServer.Context
+    private let timeouts: DownstreamTimeoutHandler
     private var head: HTTPRequestHead?
+    /// A request was refused and the connection is closing: whatever else arrives is ignored.
+    private var isRefused = false
 
-    init(context: AdminServer.Context) {
+    init(context: AdminServer.Context, timeouts: DownstreamTimeoutHandler) {
         self.context = context
+        self.timeouts = timeouts
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.isRefused else { return }
         switch Self.unwrapInboundIn(data) {
-        case .head(let head): self.head = head
+        case .head(let head):
+            if let refusal = self.context.requestGuard.check(head) {
+                self.refuse(head, refusal, context: context)
+            } else {
+                self.head = head
+            }
         case .body: break
         case .end:
             guard let head = self.head else { return }
             self.head = nil
+            // Admin calls carry no body, so the header timeout runs until the request's end: a body trickled
+            // byte by byte holds a connection no longer than a slow head would.
+            self.timeouts.headReceived()
             self.handle(head, context: context)
         }
+    }
+
+    /// Answers at once, without reading a body, and closes: a refused client gets nothing more here.
+    private func refuse(_ head: HTTPRequestHead, _ refusal: AdminRequestGuard.Refusal, context: ChannelHandlerContext) {
+        self.isRefused = true
+        self.timeouts.headReceived()
+        // No credentials in the log; Host and Origin are what an operator needs to fix allowed_hosts.
+        func clipped(_ name: String) -> Logger.MetadataValue {
+            let values = head.headers[name]
+            return values.isEmpty ? "-" : "\(String(values.joined(separator: ", ").prefix(100)))"
+        }
+        self.context.logger.warning(
+            "admin request refused: \(refusal.reason)",
+            metadata: [
+                "portico.status": "\(refusal.status.code)",
+                "portico.method": "\(head.method.rawValue)",
+                "portico.path": "\(String(head.uri.prefix(200)))",
+                "portico.host": clipped("host"),
+                "portico.origin": clipped("origin"),
+                "portico.downstream": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")",
+            ]
+        )
+        var reply = Reply(status: refusal.status, contentType: "text/plain; charset=utf-8", body: refusal.reason + "\n")
+        if refusal.status == .unauthorized { reply.extraHeaders = [("www-authenticate", "Bearer")] }
+        self.send(reply, keepAlive: false, context: context)
     }
 
     private struct Reply {
@@ -145,12 +204,6 @@ final class AdminHandler: ChannelInboundHandler {
     }
 
     private func handle(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        if let token = self.context.token, head.headers.first(name: "authorization") != "Bearer \(token)" {
-            var reply = Reply.error(.unauthorized, "a bearer token is required")
-            reply.extraHeaders = [("www-authenticate", "Bearer")]
-            self.send(reply, keepAlive: head.isKeepAlive, context: context)
-            return
-        }
         let path = head.uri.split(separator: "?").first.map(String.init) ?? head.uri
         let parts = path.split(separator: "/").map(String.init)
         let snapshot = self.context.store.snapshot
@@ -290,6 +343,8 @@ final class AdminHandler: ChannelInboundHandler {
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in
             if !keepAlive { channel.close(promise: nil) }
         }
+        // Waiting for the next request: the idle timeout (or the header timeout, if one is already arriving).
+        if keepAlive && !self.isRefused { self.timeouts.exchangeFinished() }
     }
 }
 

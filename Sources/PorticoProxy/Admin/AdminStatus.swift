@@ -69,7 +69,12 @@ enum AdminStatus {
             (
                 "admin",
                 configuration.admin.map {
-                    .object([("address", .string($0.address.description)), ("token", .bool($0.token != nil))])
+                    .object([
+                        ("address", .string($0.address.description)), ("token", .bool($0.token != nil)),
+                        ("allowed_hosts", .array($0.allowedHosts.map { .string($0) })),
+                        ("max_connections", .int($0.maxConnections)),
+                        ("header_timeout", duration($0.headerTimeout)), ("idle_timeout", duration($0.idleTimeout)),
+                    ])
                 } ?? .null
             ),
             (

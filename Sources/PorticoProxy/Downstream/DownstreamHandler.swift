@@ -32,6 +32,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private var exchange: Exchange?
     /// The response timeout of the current exchange (`pools.*.response_timeout`).
     private var responseTimer: LazyTimer?
+    /// `limits.body_timeout`: set while a request body is being read and reads are not held back by the proxy.
+    private var bodyTimer: LazyTimer?
+    /// A request body is still arriving (forwarded, held for an upstream, or read to be dropped).
+    private var isReadingBody = false
+    /// `limits.send_timeout`: set while the downstream does not take what is written to it.
+    private var sendTimer: LazyTimer?
     /// Its upstream connection, once one is ready.
     private var upstream: UpstreamHandler?
     /// A locally answered request whose remaining body parts are read and dropped.
@@ -79,11 +85,17 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             guard let exchange = self.exchange, !exchange.responseStarted else { return }
             self.upstreamFailed(exchange, error: ProxyError.responseTimeout, timedOut: true)
         }
+        self.bodyTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(1)) { self.bodyTimedOut() }
+        self.sendTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(1)) { self.sendTimedOut() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.responseTimer?.cancel()
         self.responseTimer = nil
+        self.bodyTimer?.cancel()
+        self.bodyTimer = nil
+        self.sendTimer?.cancel()
+        self.sendTimer = nil
         self.context = nil
     }
 
@@ -108,6 +120,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             guard !self.isClosing else { return }
             self.begin(head, context: context)
         case .body(let buffer):
+            if self.isReadingBody { self.armBodyTimer() }
             guard !self.discardingBody, let exchange = self.exchange, !exchange.requestEnded else { return }
             if let upstream = self.upstream {
                 self.sendBody(buffer, on: upstream, exchange: exchange)
@@ -115,6 +128,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 exchange.pending.append(part)
             }
         case .end:
+            self.bodyEnded()
             if self.discardingBody {
                 self.discardingBody = false
                 if !self.isClosing && !self.responseInProgress { self.timeouts?.exchangeFinished() }
@@ -140,6 +154,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     func read(context: ChannelHandlerContext) {
         if self.shouldHoldReads {
             self.pendingRead = true
+            self.bodyTimer?.clear()  // the proxy holds the body back: the client is not the slow one
         } else {
             context.read()
         }
@@ -157,12 +172,77 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     private func resumeReadsIfPossible() {
         guard self.pendingRead, !self.shouldHoldReads, let context = self.context else { return }
         self.pendingRead = false
+        if self.isReadingBody { self.armBodyTimer() }
         context.read()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { self.upstream?.resumeReading() }
+        if context.channel.isWritable {
+            self.sendTimer?.clear()
+            self.upstream?.resumeReading()
+        } else {
+            self.sendTimer?.set(in: .milliseconds(self.snapshot.configuration.limits.sendTimeout.milliseconds))
+        }
         context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: Body and send timeouts
+
+    private func bodyStarted() {
+        self.isReadingBody = true
+        self.armBodyTimer()
+    }
+
+    private func bodyEnded() {
+        self.isReadingBody = false
+        self.bodyTimer?.clear()
+    }
+
+    private func armBodyTimer() {
+        self.bodyTimer?.set(in: .milliseconds(self.snapshot.configuration.limits.bodyTimeout.milliseconds))
+    }
+
+    /// No body bytes for `body_timeout`: 408 when nothing was answered yet, and the connection closes either
+    /// way. The upstream connection, which got part of a request, is closed, never pooled.
+    private func bodyTimedOut() {
+        guard self.isReadingBody, let context = self.context else { return }
+        self.isReadingBody = false
+        self.isClosing = true
+        self.pipelined.removeAll()
+        guard let exchange = self.exchange, !exchange.requestEnded else {
+            context.close(promise: nil)  // a local answer is out; its body was being read to be dropped
+            return
+        }
+        self.exchange = nil
+        if let held = self.held {
+            self.held = nil
+            held.timer.cancel()
+            exchange.pool.state.cancel(held.id)
+        }
+        self.responseTimer?.clear()
+        self.releaseBackend(exchange)
+        if let upstream = self.upstream {
+            upstream.delegate = nil
+            upstream.close()
+            self.upstream = nil
+        }
+        let answered = exchange.responseStarted || self.responseInProgress
+        self.record(exchange, status: exchange.responseStatus?.code ?? 408, downstreamIP: self.downstreamIP)
+        if answered {
+            context.close(promise: nil)
+        } else {
+            self.writeLocalResponse(.requestTimeout, version: exchange.head.version, closing: true, context: context)
+        }
+    }
+
+    /// The downstream took nothing for `send_timeout`: cut it (channelInactive releases the upstream).
+    private func sendTimedOut() {
+        guard let context = self.context, !context.channel.isWritable else { return }
+        self.accessLog.logger.info(
+            "send timeout: closing a downstream that does not read",
+            metadata: ["portico.downstream": "\(self.downstreamIP ?? "?")"]
+        )
+        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -221,29 +301,26 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
 
     // MARK: Routing and dispatch
 
-    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func begin(_ decodedHead: HTTPRequestHead, context: ChannelHandlerContext) {
         if self.store.generation != self.snapshot.generation { self.snapshot = self.store.snapshot }
         let limits = self.snapshot.configuration.limits
-        if let port = self.redirectHTTPSPort {
-            self.redirectToHTTPS(head, port: port, context: context)
-            return
-        }
+        var head = decodedHead
         let framing: RequestFraming
         switch RequestInspection.inspect(head, limits: limits) {
         case .failure(let rejection):
-            // Ambiguous framing or an oversize head: answer, never forward, and close (the rest of the
-            // byte stream cannot be trusted to be parsed the way the client meant it).
-            self.isClosing = true
-            self.writeLocalResponse(rejection.status, version: head.version, closing: true, context: context)
-            self.accessLog.rejected(
-                head,
-                status: rejection.status.code,
-                reason: rejection.reason,
-                downstreamIP: self.downstreamIP
-            )
+            self.refuse(head, rejection, context: context)
             return
         case .success(let value):
             framing = value
+        }
+        if let rejection = RequestTarget.normalize(&head) {
+            self.refuse(head, rejection, context: context)
+            return
+        }
+        if framing != .none { self.bodyStarted() }
+        if let port = self.redirectHTTPSPort {
+            self.redirectToHTTPS(head, framing: framing, port: port, context: context)
+            return
         }
 
         guard let route = self.snapshot.routes.match(head), let pool = self.snapshot.pools[route.pool] else {
@@ -297,6 +374,19 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         if head.stopsTheParser && !isWebSocket { exchange.closeAfterResponse = true }
         self.exchange = exchange
         self.dispatch(exchange)
+    }
+
+    /// Ambiguous framing, an oversize head, a bad target: answer, never forward, and close (the rest of the byte
+    /// stream cannot be trusted to be parsed the way the client meant it).
+    private func refuse(_ head: HTTPRequestHead, _ rejection: RequestRejection, context: ChannelHandlerContext) {
+        self.isClosing = true
+        self.writeLocalResponse(rejection.status, version: head.version, closing: true, context: context)
+        self.accessLog.rejected(
+            head,
+            status: rejection.status.code,
+            reason: rejection.reason,
+            downstreamIP: self.downstreamIP
+        )
     }
 
     /// Picks the next backend for `exchange` and gets a connection to it.
@@ -525,23 +615,26 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         self.writeLocalResponse(status, version: head.version, closing: closing, context: context)
     }
 
-    /// 308 to the same URL over https (the method and body are kept by the client, unlike 301).
-    private func redirectToHTTPS(_ head: HTTPRequestHead, port: Int, context: ChannelHandlerContext) {
+    /// 308 to the same URL over https (the method and body are kept by the client, unlike 301). The head was
+    /// inspected (Host is a valid authority) and its target normalized; a body is never read: the connection
+    /// closes after the redirect instead.
+    private func redirectToHTTPS(
+        _ head: HTTPRequestHead,
+        framing: RequestFraming,
+        port: Int,
+        context: ChannelHandlerContext
+    ) {
         var host = head.headers.first(name: "host") ?? ""
         if !host.hasPrefix("["), let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
         if let close = host.lastIndex(of: "]") { host = String(host[...close]) }
         guard !host.isEmpty else {
-            self.isClosing = true
-            self.writeLocalResponse(.badRequest, version: head.version, closing: true, context: context)
+            self.refuse(head, RequestRejection(status: .badRequest, reason: "no Host to redirect to"), context: context)
             return
         }
         let location = "https://\(host)\(port == 443 ? "" : ":\(port)")\(head.uri.hasPrefix("/") ? head.uri : "/")"
         self.accessLog.rejected(head, status: 308, reason: "redirect to https", downstreamIP: self.downstreamIP)
-        let closing = self.prepareToDropBody(
-            requestEnded: false,
-            framing: .none,
-            keepAlive: head.isKeepAlive && !head.stopsTheParser
-        )
+        let closing = head.isKeepAlive && !head.stopsTheParser && framing == .none ? false : true
+        if closing { self.isClosing = true }
         self.writeLocalResponse(
             .permanentRedirect,
             version: head.version,
@@ -622,7 +715,25 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                     self.fail(exchange, status: .badGateway, reason: "\(ProxyError.unexpectedUpgrade)")
                     return
                 }
+                guard Self.answersHandshake(head, of: exchange.head) else {
+                    // Only a WebSocket server that read this client's key may turn the connection into a tunnel.
+                    self.upstream?.delegate = nil
+                    self.upstream?.close()
+                    self.upstream = nil
+                    ProxyMetrics.handshakeFailure(pool: exchange.pool.name, reason: "invalid_101")
+                    self.accessLog.upstreamError(
+                        exchange,
+                        backend: exchange.backend,
+                        error: ProxyError.invalidHandshake
+                    )
+                    if let backend = exchange.backend { self.recordFailure(of: backend, in: exchange.pool) }
+                    self.fail(exchange, status: .badGateway, reason: "\(ProxyError.invalidHandshake)")
+                    return
+                }
                 exchange.upgraded = true
+                exchange.reservedBits = WebSocketFrameTracker.ReservedBits(
+                    negotiated: head.headers["sec-websocket-extensions"]
+                )
                 exchange.responseStatus = head.status
                 self.writeResponseHead(head, for: exchange, closing: false, context: context)
                 return
@@ -665,6 +776,16 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         }
     }
 
+    /// A backend's 101 completes a WebSocket handshake only with `Upgrade: websocket` and the
+    /// `Sec-WebSocket-Accept` computed from the client's key (RFC 6455 §4.2.2).
+    static func answersHandshake(_ response: HTTPResponseHead, of request: HTTPRequestHead) -> Bool {
+        guard response.headers.hasToken("websocket", in: "upgrade"),
+            let key = request.headers.first(name: "sec-websocket-key")
+        else { return false }
+        let accepts = response.headers["sec-websocket-accept"]
+        return accepts.count == 1 && accepts[0] == WebSocketAccept.expected(forKey: key)
+    }
+
     /// Turns both connections into a WebSocket tunnel: the HTTP handlers leave both pipelines and a pair of
     /// ``TunnelHandler``s moves the bytes. Bytes either side sent after the handshake, still held by the HTTP
     /// decoders, go into the tunnel first.
@@ -685,12 +806,23 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             pool: exchange.pool,
             backend: backend,
             idleTimeout: .milliseconds(limits.idleTimeout.milliseconds),
+            sendTimeout: .milliseconds(self.snapshot.configuration.limits.sendTimeout.milliseconds),
             eventLoop: context.eventLoop,
             logger: self.accessLog.logger,
             metrics: self.metrics.tunnel(pool: exchange.pool.name, backend: backend.id)
         )
-        let down = TunnelHandler(side: .downstream, session: session, maxMessageBytes: limits.maxMessageBytes)
-        let up = TunnelHandler(side: .upstream, session: session, maxMessageBytes: limits.maxMessageBytes)
+        let down = TunnelHandler(
+            side: .downstream,
+            session: session,
+            maxMessageBytes: limits.maxMessageBytes,
+            reservedBits: exchange.reservedBits
+        )
+        let up = TunnelHandler(
+            side: .upstream,
+            session: session,
+            maxMessageBytes: limits.maxMessageBytes,
+            reservedBits: exchange.reservedBits
+        )
         down.partner = up
         up.partner = down
         session.downstream = down
@@ -708,6 +840,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             remove(downstreamPipeline, try downstreamPipeline.context(handlerType: HTTPResponseEncoder.self))
             remove(upstreamPipeline, try upstreamPipeline.context(handlerType: UpstreamHandler.self))
             remove(upstreamPipeline, try upstreamPipeline.context(handlerType: HTTPRequestEncoder.self))
+            remove(upstreamPipeline, try upstreamPipeline.context(handlerType: UpstreamIdleGuard.self))
             session.start()
             // Removing the decoders hands over whatever they hold past the handshake, as plain bytes.
             remove(
@@ -877,9 +1010,11 @@ enum ProxyError: Error, CustomStringConvertible {
     case upstreamClosed
     case responseTimeout
     case unexpectedUpgrade
+    case invalidHandshake
 
     var description: String {
         switch self {
+        case .invalidHandshake: return "upstream 101 without Upgrade: websocket and the right Sec-WebSocket-Accept"
         case .upstreamClosed: return "upstream closed the connection"
         case .responseTimeout: return "upstream response timeout"
         case .unexpectedUpgrade: return "upstream switched protocols unasked"

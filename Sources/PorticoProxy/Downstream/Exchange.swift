@@ -47,6 +47,8 @@ final class Exchange {
     var isWebSocket = false
     /// The backend answered the handshake with 101: once its end arrives the connection becomes a tunnel.
     var upgraded = false
+    /// What the backend's 101 negotiated for the frames' RSV bits.
+    var reservedBits = WebSocketFrameTracker.ReservedBits.none
     /// The backend's response allows another request on the same connection.
     var upstreamReusable = false
     /// The upstream connection came from the idle pool (it may have been closed by the backend meanwhile).

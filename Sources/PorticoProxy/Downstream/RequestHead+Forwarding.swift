@@ -31,6 +31,10 @@ enum RequestInspection {
         if head.uri.utf8.count > limits.maxURIBytes {
             return .failure(RequestRejection(status: .uriTooLong, reason: "request target too long"))
         }
+        if head.method == .CONNECT {
+            // A reverse proxy is nobody's tunnel: CONNECT would open a raw TCP stream to wherever it names.
+            return .failure(RequestRejection(status: .methodNotAllowed, reason: "CONNECT is not supported"))
+        }
         var headBytes = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
         var contentLengths: [Substring] = []
         var transferCodings: [Substring] = []
@@ -57,6 +61,43 @@ enum RequestInspection {
         if hosts > 1 {
             return .failure(RequestRejection(status: .badRequest, reason: "more than one Host"))
         }
+        if hosts == 0 && head.version == .http1_1 {
+            return .failure(RequestRejection(status: .badRequest, reason: "no Host"))  // RFC 9112 §3.2
+        }
+        if hosts == 1, let host = head.headers.first(name: "host"), !Authority.isValid(host[...]) {
+            return .failure(RequestRejection(status: .badRequest, reason: "invalid Host"))
+        }
+        let framing: RequestFraming
+        switch self.framing(head, contentLengths: contentLengths, transferCodings: transferCodings) {
+        case .failure(let rejection): return .failure(rejection)
+        case .success(let value): framing = value
+        }
+        if framing != .none {
+            // NIO's encoder drops TRACE's framing headers while its body would still be forwarded: the backend
+            // would read that body as the next request. RFC 9110 §9.3.8: a client must not send one.
+            if head.method == .TRACE {
+                return .failure(RequestRejection(status: .badRequest, reason: "TRACE with a body"))
+            }
+            // The parser stops after an upgrade request; a body there is either smuggled bytes or a tunnel's.
+            if head.stopsTheParser {
+                return .failure(RequestRejection(status: .badRequest, reason: "upgrade request with a body"))
+            }
+        }
+        if head.isWebSocketUpgrade {
+            let keys = head.headers["sec-websocket-key"]
+            guard keys.count == 1, let key = keys.first, WebSocketAccept.isValidKey(key) else {
+                return .failure(RequestRejection(status: .badRequest, reason: "invalid Sec-WebSocket-Key"))
+            }
+        }
+        return .success(framing)
+    }
+
+    /// The body framing of a head whose headers passed the checks above (RFC 9112 §6).
+    private static func framing(
+        _ head: HTTPRequestHead,
+        contentLengths: [Substring],
+        transferCodings: [Substring]
+    ) -> Result<RequestFraming, RequestRejection> {
         if !transferCodings.isEmpty {
             // RFC 9112 §6.1: both headers, or TE on HTTP/1.0, is a framing error; a request whose last coding is
             // not chunked cannot be delimited. Any of these is how request smuggling starts.
@@ -72,6 +113,13 @@ enum RequestInspection {
                 transferCodings.dropLast().allSatisfy({ $0.lowercased() != "chunked" && !$0.isEmpty })
             else {
                 return .failure(RequestRejection(status: .badRequest, reason: "Transfer-Encoding must end in chunked"))
+            }
+            guard transferCodings.count == 1 else {
+                // gzip, chunked: the proxy removes chunked and cannot re-express the rest for the next hop
+                // (Transfer-Encoding is hop-by-hop), so it refuses what it cannot forward faithfully (RFC 9112 §6.1).
+                return .failure(
+                    RequestRejection(status: .notImplemented, reason: "transfer coding other than chunked")
+                )
             }
             return .success(.chunked)
         }
@@ -117,6 +165,10 @@ private let hopByHopHeaders: [String] = [
     "proxy-authenticate", "proxy-authorization",
 ]
 
+/// What a `Connection` header may not name away: framing and Host. (`transfer-encoding` is hop-by-hop anyway;
+/// the forwarded message gets framing headers from what the proxy parsed.)
+private let protectedFromConnection = ["content-length", "transfer-encoding", "host"]
+
 /// `headers` without hop-by-hop headers, without every header the `Connection` header names and without
 /// `extra` (lowercase names). Headers that need none of that (most requests and responses) come back as they
 /// are: no copy, and no header is lowercased or re-validated.
@@ -132,8 +184,14 @@ func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: [String] = [])
         doomed.append(name)
     }
     if connectionNamesMore {
-        // Connection names more headers that end at this hop (RFC 9110 §7.6.1).
-        doomed += headers[canonicalForm: "connection"].map(String.init)
+        // Connection names more headers that end at this hop (RFC 9110 §7.6.1), but never the message's framing
+        // or its Host: the client controls Connection, and obeying it there would forward a body nobody frames.
+        for name in headers[canonicalForm: "connection"]
+        where !protectedFromConnection.contains(where: {
+            name.utf8.count == $0.utf8.count && String(name).equalsLowercase($0)
+        }) {
+            doomed.append(String(name))
+        }
     }
     guard !doomed.isEmpty else { return headers }
     var result = headers
@@ -194,9 +252,15 @@ extension HTTPRequestHead {
         headers.replaceOrAdd(name: "x-forwarded-proto", value: forwarding.scheme)
         if let originalHost { headers.replaceOrAdd(name: "x-forwarded-host", value: originalHost) }
         headers.add(name: "x-request-id", value: forwarding.requestID)
+        // The framing the backend reads is the framing the proxy parsed, written out every time: never what
+        // survived header filtering. (Upstream encoders are told not to add or drop framing headers themselves.)
+        headers.remove(name: "content-length")
         switch framing {
-        case .none: break
-        case .contentLength: break  // kept from the downstream head
+        case .none:
+            if self.method == .POST || self.method == .PUT || self.method == .PATCH {
+                headers.add(name: "content-length", value: "0")  // some servers answer 411 without one
+            }
+        case .contentLength(let length): headers.add(name: "content-length", value: String(length))
         case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
         }
         // A copy shares the decoded head's storage; only a changed version or target copies it.

@@ -10,6 +10,12 @@ import PorticoConfig
 import ServiceLifecycle
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Accepts downstream connections on every configured listener and proxies them. A `Service`: it runs until
 /// graceful shutdown, then stops accepting.
 public final class ProxyServer: Service, Sendable {
@@ -160,7 +166,9 @@ public final class ProxyServer: Service, Sendable {
                     connections.release()
                     openChannels.withLockedValue { _ = $0.removeValue(forKey: key) }
                 }
-                if let limit = limits.maxConnectionsPerIP, let ip = channel.remoteAddress?.ipAddress {
+                if let limit = limits.maxConnectionsPerIP, let address = channel.remoteAddress,
+                    let ip = ConnectionsPerIP.key(for: address, ipv6Prefix: limits.ipv6Prefix)
+                {
                     guard perIP.acquire(ip, limit: limit) else {
                         logger.warning("max_connections_per_ip reached", metadata: ["portico.downstream": "\(ip)"])
                         return channel.eventLoop.makeFailedFuture(ProxyServerError.tooManyConnections)
@@ -252,6 +260,34 @@ final class ConnectionCounter: Sendable {
 
 /// Open downstream connections per client IP, for `max_connections_per_ip`. Touched once per connection.
 final class ConnectionsPerIP: Sendable {
+    /// Whom a connection counts against: its IPv4 address, or the `ipv6Prefix` first bits of its IPv6 address
+    /// (one host usually holds a whole /64, so single IPv6 addresses would limit nobody). An IPv4-mapped IPv6
+    /// address counts as its IPv4 address.
+    static func key(for address: SocketAddress, ipv6Prefix: Int) -> String? {
+        switch address {
+        case .v4:
+            return address.ipAddress
+        case .v6:
+            var bytes = [UInt8](repeating: 0, count: 16)
+            guard let text = address.ipAddress, inet_pton(AF_INET6, text, &bytes) == 1 else { return nil }
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
+                return bytes[12..<16].map { String($0) }.joined(separator: ".")
+            }
+            let prefix = max(0, min(128, ipv6Prefix))
+            for index in 0..<16 {
+                let keep = max(0, min(8, prefix - 8 * index))
+                bytes[index] &= keep == 0 ? 0 : UInt8(truncatingIfNeeded: 0xFF << (8 - keep))
+            }
+            let hex = bytes.map { byte in
+                let text = String(byte, radix: 16)
+                return byte < 16 ? "0" + text : text
+            }
+            return hex.joined() + "/\(prefix)"
+        case .unixDomainSocket:
+            return nil
+        }
+    }
+
     private let counts = NIOLockedValueBox<[String: Int]>([:])
 
     func acquire(_ ip: String, limit: Int) -> Bool {

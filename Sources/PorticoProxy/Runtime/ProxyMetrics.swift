@@ -96,10 +96,35 @@ final class TunnelMetrics {
     func closed(code: UInt16?, lifetime: TimeAmount) {
         Counter(
             label: "portico_websocket_closes_total",
-            dimensions: [("pool", self.pool), ("code", code.map { "\($0)" } ?? "none")]
+            dimensions: [("pool", self.pool), ("code", Self.label(closeCode: code))]
         ).increment()
         Timer(label: "portico_tunnel_lifetime_seconds", dimensions: [("pool", self.pool)])
             .recordNanoseconds(lifetime.nanoseconds)
+    }
+
+    /// A close code as a metric label: the name of a code RFC 6455 §7.4.1 (or IANA) defines, `other` for any other
+    /// value a peer chose, `none` without one. A peer picks its close code, so the code itself would be an
+    /// unbounded label.
+    static func label(closeCode code: UInt16?) -> String {
+        guard let code else { return "none" }
+        switch code {
+        case 1000: return "normal"
+        case 1001: return "going_away"
+        case 1002: return "protocol_error"
+        case 1003: return "unsupported_data"
+        case 1005: return "no_status"
+        case 1006: return "abnormal"
+        case 1007: return "invalid_payload"
+        case 1008: return "policy_violation"
+        case 1009: return "too_big"
+        case 1010: return "mandatory_extension"
+        case 1011: return "internal_error"
+        case 1012: return "service_restart"
+        case 1013: return "try_again_later"
+        case 1014: return "bad_gateway"
+        case 1015: return "tls_handshake"
+        default: return "other"
+        }
     }
 }
 

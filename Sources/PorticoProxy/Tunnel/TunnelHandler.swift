@@ -33,12 +33,18 @@ final class TunnelHandler: ChannelDuplexHandler {
     var isDraining = false
     private(set) var inputClosed = false
 
-    init(side: Side, session: TunnelSession, maxMessageBytes: Int) {
+    init(
+        side: Side,
+        session: TunnelSession,
+        maxMessageBytes: Int,
+        reservedBits: WebSocketFrameTracker.ReservedBits = .none
+    ) {
         self.side = side
         self.session = session
         self.tracker = WebSocketFrameTracker(
             sender: side == .downstream ? .client : .server,
-            maxMessageBytes: maxMessageBytes
+            maxMessageBytes: maxMessageBytes,
+            reservedBits: reservedBits
         )
     }
 
@@ -129,7 +135,12 @@ final class TunnelHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { self.partner?.resumeReading() }
+        if context.channel.isWritable {
+            if self.side == .downstream { self.session.downstreamWritable() }
+            self.partner?.resumeReading()
+        } else if self.side == .downstream {
+            self.session.downstreamBlocked()
+        }
         context.fireChannelWritabilityChanged()
     }
 

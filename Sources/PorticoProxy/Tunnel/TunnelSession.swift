@@ -66,6 +66,9 @@ final class TunnelSession {
     let backend: Backend
     let logger: Logger
     private let idleTimeout: TimeAmount
+    private let sendTimeout: TimeAmount
+    /// Set while the client takes nothing of what the backend sends (`limits.send_timeout`): then both go.
+    private var sendTimer: LazyTimer?
     private let eventLoop: any EventLoop
     /// Closes the tunnel with 1001 when nothing crossed it for `idleTimeout`; a read only moves its deadline.
     private var idleTimer: LazyTimer?
@@ -82,6 +85,7 @@ final class TunnelSession {
         pool: BackendPool,
         backend: Backend,
         idleTimeout: TimeAmount,
+        sendTimeout: TimeAmount = .seconds(60),
         eventLoop: any EventLoop,
         logger: Logger,
         metrics: TunnelMetrics
@@ -89,6 +93,7 @@ final class TunnelSession {
         self.pool = pool
         self.backend = backend
         self.idleTimeout = idleTimeout
+        self.sendTimeout = sendTimeout
         self.eventLoop = eventLoop
         self.logger = logger
         self.metrics = metrics
@@ -108,6 +113,27 @@ final class TunnelSession {
 
     func activity() {
         self.idleTimer?.set(in: self.idleTimeout)
+    }
+
+    /// The client stopped taking bytes: it has `sendTimeout` to start again. (A Close frame could not reach a
+    /// client that does not read, so the cut is a plain close of both sides.)
+    func downstreamBlocked() {
+        if self.sendTimer == nil {
+            self.sendTimer = LazyTimer(eventLoop: self.eventLoop, period: self.sendTimeout) { [weak self] in
+                guard let self, !(self.downstream?.isWritable ?? true) else { return }
+                self.logger.info(
+                    "send timeout: closing a tunnel whose client does not read",
+                    metadata: ["portico.backend": "\(self.backend.id)"]
+                )
+                self.closeCode = 1006
+                self.closeBoth()
+            }
+        }
+        self.sendTimer?.set(in: self.sendTimeout)
+    }
+
+    func downstreamWritable() {
+        self.sendTimer?.clear()
     }
 
     func count(from side: TunnelHandler.Side, bytes: Int, messages: Int) {
@@ -172,6 +198,7 @@ final class TunnelSession {
             return
         }
         self.idleTimer?.cancel()
+        self.sendTimer?.cancel()
         self.counters.opened(-1)
         self.pool.states[self.backend.index].unregister(self)
         self.pool.load.end(self.backend)

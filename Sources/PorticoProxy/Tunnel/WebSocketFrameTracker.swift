@@ -33,8 +33,33 @@ public struct WebSocketFrameTracker: Sendable {
         public var isBoundaryClean = true
     }
 
+    /// Which RSV bits (RFC 6455 §5.2) a frame may set: none unless the handshake negotiated an extension.
+    public enum ReservedBits: Sendable, Equatable {
+        /// No extension: any RSV bit is a protocol error (1002).
+        case none
+        /// permessage-deflate (RFC 7692 §6): RSV1 on the first frame of a data message only.
+        case perMessageDeflate
+        /// An extension the proxy does not know: it defines the bits, so none are checked.
+        case any
+
+        /// What the `Sec-WebSocket-Extensions` values of a backend's 101 allow.
+        public init(negotiated extensions: [String]) {
+            let names = extensions.flatMap { $0.split(separator: ",") }.compactMap { element in
+                element.split(separator: ";").first.map { $0.trimmingASCIISpaces().lowercased() }
+            }
+            if names.isEmpty {
+                self = .none
+            } else if names.allSatisfy({ $0 == "permessage-deflate" }) {
+                self = .perMessageDeflate
+            } else {
+                self = .any
+            }
+        }
+    }
+
     let sender: Sender
     let maxMessageBytes: Int
+    let reservedBits: ReservedBits
 
     /// Header bytes of the frame being read, while fewer than its full header have arrived.
     private var header = HeaderBytes()
@@ -59,9 +84,15 @@ public struct WebSocketFrameTracker: Sendable {
     /// The code in the sender's Close frame, when it had one.
     private(set) var closeCode: UInt16?
 
-    public init(sender: Sender, maxMessageBytes: Int) {
+    /// - Parameters:
+    ///   - sender: who sends the bytes this tracker reads.
+    ///   - maxMessageBytes: the largest data message, counted in payload bytes as they cross the wire (so
+    ///     compressed bytes under permessage-deflate).
+    ///   - reservedBits: the RSV bits the handshake allows; `.none` by default.
+    public init(sender: Sender, maxMessageBytes: Int, reservedBits: ReservedBits = .none) {
         self.sender = sender
         self.maxMessageBytes = maxMessageBytes
+        self.reservedBits = reservedBits
     }
 
     /// No frame is partly read: a frame of our own can go into the stream here.
@@ -144,6 +175,19 @@ public struct WebSocketFrameTracker: Sendable {
             if length >> 63 != 0 { return .protocolError("invalid frame length") }
         }
         if self.sender == .client && !masked { return .protocolError("client frame not masked") }
+        let reserved = self.header[0] & 0x70
+        if reserved != 0 {
+            switch self.reservedBits {
+            case .none:
+                return .protocolError("reserved bits set without a negotiated extension")
+            case .perMessageDeflate:
+                guard reserved == 0x40, opcode == 0x1 || opcode == 0x2 else {
+                    return .protocolError("reserved bits not allowed on this frame")
+                }
+            case .any:
+                break
+            }
+        }
         self.frames += 1
         switch opcode {
         case 0x0:  // continuation
@@ -214,6 +258,15 @@ public struct WebSocketFrameTracker: Sendable {
         }
         frame.writeBytes(payload)
         return frame
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingASCIISpaces() -> Substring {
+        var text = self
+        while text.first == " " || text.first == "\t" { text.removeFirst() }
+        while text.last == " " || text.last == "\t" { text.removeLast() }
+        return text
     }
 }
 

@@ -86,11 +86,20 @@ final class UpstreamConnectionPool {
                         )
                     }
                     // Request headers were validated when the request arrived (see ProxyServer): no second scan.
+                    // Framing headers are written by `upstreamHead` from what the proxy parsed; the encoder must
+                    // neither add nor drop them (it drops TRACE's, for one, while the body would still go out).
+                    var encoder = HTTPRequestEncoder.Configuration()
+                    encoder.automaticallySetFramingHeaders = false
+                    let idleGuard = UpstreamIdleGuard()
+                    try channel.pipeline.syncOperations.addHandler(idleGuard)
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
                         leftOverBytesStrategy: .forwardBytes,
-                        enableOutboundHeaderValidation: false
+                        enableOutboundHeaderValidation: false,
+                        encoderConfiguration: encoder
                     )
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(backendKey: key))
+                    try channel.pipeline.syncOperations.addHandler(
+                        UpstreamHandler(backendKey: key, idleGuard: idleGuard)
+                    )
                 }
             }
         return bootstrap.connect(hostOrAddress: backend.host, port: backend.port)

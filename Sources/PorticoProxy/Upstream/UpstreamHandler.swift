@@ -32,8 +32,12 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var requestsSent = 0
     var onClose: ((UpstreamHandler) -> Void)?
 
-    init(backendKey: UpstreamConnectionPool.Key) {
+    /// Sees the connection's bytes before the response decoder; closes it if any arrive while it is parked.
+    private let idleGuard: UpstreamIdleGuard?
+
+    init(backendKey: UpstreamConnectionPool.Key, idleGuard: UpstreamIdleGuard? = nil) {
         self.backendKey = backendKey
+        self.idleGuard = idleGuard
     }
 
     var channel: (any Channel)? { self.context?.channel }
@@ -80,11 +84,13 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Parks the connection in the pool: closes it after `timeout` unless leased again.
     func park(timeout: TimeAmount) {
         self.delegate = nil
+        self.idleGuard?.isParked = true
         self.idleTimer?.set(in: timeout)
         self.resumeReading()  // keep reading while idle, so a close by the backend is noticed at once
     }
 
     func lease(to delegate: any UpstreamDelegate) {
+        self.idleGuard?.isParked = false
         self.idleTimer?.clear()
         self.delegate = delegate
     }
@@ -133,5 +139,24 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.delegate = nil
         delegate?.upstreamClosed(error: error)
         context.close(promise: nil)
+    }
+}
+
+/// First in an upstream pipeline (after TLS): a parked connection must stay silent. A byte from the backend
+/// while nobody asked anything (the rest of an extra response, a partial head the decoder would keep and glue
+/// to the next exchange's answer) means the connection is out of step: it is closed, never leased again.
+/// The decoder behind it only reports such bytes once they form a whole head.
+final class UpstreamIdleGuard: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    var isParked = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.isParked {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
     }
 }

@@ -98,14 +98,19 @@ extension String {
 final class CannedBackend: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     let reply: String
+    let keepOpen: Bool
 
-    init(reply: String) { self.reply = reply }
+    init(reply: String, keepOpen: Bool) {
+        self.reply = reply
+        self.keepOpen = keepOpen
+    }
 
-    static func start(reply: String) async throws -> any Channel {
+    /// - Parameter keepOpen: keep the connection open after replying (a backend that pretends to keep alive).
+    static func start(reply: String, keepOpen: Bool = false) async throws -> any Channel {
         try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(CannedBackend(reply: reply))
+                    try channel.pipeline.syncOperations.addHandler(CannedBackend(reply: reply, keepOpen: keepOpen))
                 }
             }
             .bind(host: "127.0.0.1", port: 0)
@@ -114,6 +119,9 @@ final class CannedBackend: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let channel = context.channel
-        context.writeAndFlush(NIOAny(ByteBuffer(string: self.reply))).whenComplete { _ in channel.close(promise: nil) }
+        let keepOpen = self.keepOpen
+        context.writeAndFlush(NIOAny(ByteBuffer(string: self.reply))).whenComplete { _ in
+            if !keepOpen { channel.close(promise: nil) }
+        }
     }
 }

@@ -81,6 +81,22 @@ import Testing
                 )
                 #expect(plain.statuses == [308])
                 #expect(plain.text.contains("location: https://chat.test:\(tlsPort)/x?y=1"))
+                // The redirect validates Host (no header injection into Location) and never reads a body: a body
+                // would otherwise be parsed as the next request on a keep-alive connection.
+                for badHost in ["chat.test/evil", "evil@chat.test", "a\tb", "chat.test:80x"] {
+                    let bad = try await RawHTTPClient.send(
+                        "GET / HTTP/1.1\r\nHost: \(badHost)\r\n\r\n",
+                        port: portico.port
+                    )
+                    #expect(bad.statuses == [400], "\(badHost): \(bad.text)")
+                }
+                let withBody = try await RawHTTPClient.send(
+                    "POST /form HTTP/1.1\r\nHost: chat.test\r\nContent-Length: 36\r\n\r\n"
+                        + "GET /hidden HTTP/1.1\r\nHost: chat.test\r\n\r\n",
+                    port: portico.port
+                )
+                #expect(withBody.statuses == [308], "\(withBody.text)")
+                #expect(withBody.closedByServer)
                 #expect(b[0].stats.requests == 4)
             }
         }
