@@ -81,8 +81,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         // One lazily re-armed timer per connection: exchanges on a keep-alive connection schedule nothing.
         // Captured strongly: a weak reference would give this handler a side table, which makes every retain and
         // release of it slower, on every request. handlerRemoved breaks the cycle.
+        // Before the response head it is `response_timeout` from the request's end; after it, the longest gap
+        // between two reads of the response body (nginx's proxy_read_timeout): a backend that stalls mid-body
+        // does not hold the client for ever.
         self.responseTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(1)) {
-            guard let exchange = self.exchange, !exchange.responseStarted else { return }
+            guard let exchange = self.exchange else { return }
             self.upstreamFailed(exchange, error: ProxyError.responseTimeout, timedOut: true)
         }
         self.bodyTimer = LazyTimer(eventLoop: context.eventLoop, period: .seconds(1)) { self.bodyTimedOut() }
@@ -177,11 +180,16 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // While the client does not take the response, the backend is not read either: then send_timeout is
+        // the clock that runs, not the backend's read timeout.
+        let responding = self.exchange.map { $0.responseStarted } ?? false
         if context.channel.isWritable {
             self.sendTimer?.clear()
+            if responding, let exchange = self.exchange { self.armResponseReadTimer(exchange) }
             self.upstream?.resumeReading()
         } else {
             self.sendTimer?.set(in: .milliseconds(self.snapshot.configuration.limits.sendTimeout.milliseconds))
+            if responding { self.responseTimer?.clear() }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -541,6 +549,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         self.responseTimer?.set(in: .milliseconds(exchange.pool.configuration.responseTimeout.milliseconds))
     }
 
+    /// While a response body is being read: the backend has `response_timeout` to send its next bytes.
+    private func armResponseReadTimer(_ exchange: Exchange) {
+        self.responseTimer?.set(in: .milliseconds(exchange.pool.configuration.responseTimeout.milliseconds))
+    }
+
     /// The current attempt failed: retry elsewhere when that is safe, else answer 502/504 or cut the response.
     private func upstreamFailed(_ exchange: Exchange, error: any Error, timedOut: Bool) {
         guard self.exchange === exchange else { return }
@@ -761,7 +774,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
                 && !head.headers.contains(name: "content-length") && head.status.mayHaveResponseBody
             if !exchange.keepAlive || http10NeedsClose { exchange.closeAfterResponse = true }
             self.writeResponseHead(head, for: exchange, closing: exchange.closeAfterResponse, context: context)
+            self.armResponseReadTimer(exchange)
         case .body(let buffer):
+            self.armResponseReadTimer(exchange)
             exchange.responseBytes += buffer.readableBytes
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end:
@@ -920,6 +935,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     }
 
     private func finish(_ exchange: Exchange, context: ChannelHandlerContext) {
+        self.responseTimer?.clear()
         let upstream = self.upstream
         self.upstream = nil
         self.exchange = nil

@@ -324,6 +324,32 @@ import Testing
         }
     }
 
+    @Test func aBackendThatStallsMidBodyIsCutAfterResponseTimeout() async throws {
+        let backend = try await CannedBackend.start(
+            reply: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+            keepOpen: true
+        )
+        let port = backend.localAddress?.port ?? 0
+        let yaml = """
+            listeners: [{ address: "LISTEN" }]
+            routes: [{ pool: p }]
+            pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }], response_timeout: 400ms } }
+            """
+        try await withProxy(yaml) { proxy in
+            let started = NIODeadline.now()
+            let reply = try await RawHTTPClient.send(
+                "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                port: proxy.port,
+                timeout: .seconds(6)
+            )
+            #expect(reply.statuses == [200])
+            #expect(reply.text.hasSuffix("partial"), "\(reply.text)")
+            #expect(reply.closedByServer)
+            #expect(NIODeadline.now() - started < .seconds(3))
+        }
+        try await backend.close()
+    }
+
     @Test func aClientThatDoesNotReadIsCutAndTheUpstreamReleased() async throws {
         try await withBackends(["one"]) { b in
             try await withProxy(FramingHardeningTests.yaml(b[0], limits: "send_timeout: 500ms")) { proxy in
