@@ -5,28 +5,36 @@ import PorticoRelay
 
 /// One chat client on `/ws`: JSON text frames in, JSON text frames out (DESIGN.md, chat protocol).
 ///
-/// Operations run one at a time, in order, on a task of their own, so a join is done before the next say.
-final class ChatConnection: ChannelInboundHandler {
+/// Operations run one at a time, in order, on a task of their own, so a join is done before the next say. They
+/// wait for it in a ``BoundedInbox``: when it is full this handler stops passing `read`s on (as the tunnel does
+/// when its partner is not writable), so a client that floods ops fills its own TCP window, not the node's
+/// memory; the session calls `channel.read()` once it has caught up.
+final class ChatConnection: ChannelDuplexHandler {
     typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     private let server: ChatServer
     private static let sequence = AtomicCounter()
+    private let inbox: BoundedInbox<Operation>
+    /// Text frames that arrived from a socket read already under way when the inbox filled up: at most what
+    /// that read brought in. They go to the inbox, in order, before anything is read again.
+    private var overflow = CircularBuffer<WebSocketFrame>()
 
     init(server: ChatServer) {
         self.server = server
+        self.inbox = BoundedInbox(capacity: server.operationQueueLimit)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let channel = context.channel
         let server = self.server
+        let inbox = self.inbox
         // One atomic step: connections accepted at once on different event loops must not share an id.
         let member = "\(server.node)#\(Self.sequence.add(1))"
-        let (stream, continuation) = AsyncStream<Operation>.makeStream()
-        self.queue = continuation
         server.register(channel)
         Task {
-            await ChatSession(server: server, channel: channel, member: member).run(stream)
+            await ChatSession(server: server, channel: channel, member: member).run(inbox)
         }
         Self.send(["op": "welcome", "node": server.node], on: channel)
     }
@@ -40,29 +48,12 @@ final class ChatConnection: ChannelInboundHandler {
         let id: String?
     }
 
-    private var queue: AsyncStream<Operation>.Continuation?
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = Self.unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
-            let text = String(buffer: frame.unmaskedData)
-            guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-                let op = object["op"] as? String
-            else {
-                Self.send(["op": "error", "reason": "expected a JSON object with an op"], on: context.channel)
-                return
-            }
-            self.server.stats.messagesIn.add(1)
-            self.queue?.yield(
-                Operation(
-                    op: op,
-                    room: object["room"] as? String,
-                    name: object["name"] as? String,
-                    text: object["text"] as? String,
-                    id: object["id"] as? String
-                )
-            )
+            if self.overflow.isEmpty, self.accept(frame, context: context) { return }
+            self.overflow.append(frame)  // the inbox is full: `read` below stops reading until there is room
         case .ping:
             context.writeAndFlush(
                 Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)),
@@ -81,8 +72,46 @@ final class ChatConnection: ChannelInboundHandler {
         }
     }
 
+    /// Reads on only while the inbox has room; frames held back go in first.
+    func read(context: ChannelHandlerContext) {
+        while true {
+            while let frame = self.overflow.first, self.accept(frame, context: context) {
+                self.overflow.removeFirst()
+            }
+            // Full: reading pauses; the session calls `channel.read()`, which comes back here, once it made room.
+            guard self.inbox.shouldRead() else { return }
+            if self.overflow.isEmpty {
+                context.read()
+                return
+            }
+            // The session made room after the frames above were refused: move more of them.
+        }
+    }
+
+    /// Parses `frame` and queues its operation; false (nothing done) if the inbox is full.
+    private func accept(_ frame: WebSocketFrame, context: ChannelHandlerContext) -> Bool {
+        let text = String(buffer: frame.unmaskedData)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            let op = object["op"] as? String
+        else {
+            Self.send(["op": "error", "reason": "expected a JSON object with an op"], on: context.channel)
+            return true
+        }
+        let operation = Operation(
+            op: op,
+            room: object["room"] as? String,
+            name: object["name"] as? String,
+            text: object["text"] as? String,
+            id: object["id"] as? String
+        )
+        guard self.inbox.push(operation) else { return false }
+        self.server.stats.messagesIn.add(1)
+        return true
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        self.queue?.finish()
+        self.inbox.finish()
+        self.overflow.removeAll()
         self.server.unregister(context.channel)
         context.fireChannelInactive()
     }
@@ -104,19 +133,29 @@ struct ChatSession {
     let channel: any Channel
     let member: String
 
-    func run(_ operations: AsyncStream<ChatConnection.Operation>) async {
+    /// Room names at most, in characters and in UTF-8 bytes (one character can take many bytes).
+    static let roomLimit = (characters: 64, bytes: 256)
+    /// Sender names at most, likewise.
+    static let nameLimit = (characters: 32, bytes: 128)
+
+    func run(_ operations: BoundedInbox<ChatConnection.Operation>) async {
         var name = "anonymous"
         var rooms: Set<String> = []
-        for await operation in operations {
+        let channel = self.channel
+        while let operation = await operations.next(onResume: { channel.read() }) {
             switch operation.op {
             case "join":
-                guard let room = operation.room, Self.isValid(room, max: 64) else {
-                    self.error("join needs a room (1-64 characters)")
+                guard let room = operation.room, Self.isValid(room, limit: Self.roomLimit) else {
+                    let limit = Self.roomLimit
+                    self.error("join needs a room (1-\(limit.characters) characters, \(limit.bytes) bytes at most)")
                     continue
                 }
-                if let given = operation.name, Self.isValid(given, max: 32) { name = given }
+                if let given = operation.name, Self.isValid(given, limit: Self.nameLimit) { name = given }
                 guard !rooms.contains(room) else { continue }
-                let channel = self.channel
+                guard rooms.count < self.server.maxRooms else {
+                    self.error("cannot join \(room): at most \(self.server.maxRooms) rooms per connection")
+                    continue
+                }
                 let stats = self.server.stats
                 do {
                     try await self.server.relay.join(Room(room), member: self.member) { payload in
@@ -178,7 +217,8 @@ struct ChatSession {
         ChatConnection.send(["op": "error", "reason": reason], on: self.channel)
     }
 
-    private static func isValid(_ text: String, max: Int) -> Bool {
-        !text.isEmpty && text.count <= max && !text.contains(where: { $0.isNewline })
+    private static func isValid(_ text: String, limit: (characters: Int, bytes: Int)) -> Bool {
+        !text.isEmpty && text.utf8.count <= limit.bytes && text.count <= limit.characters
+            && !text.contains(where: { $0.isNewline })
     }
 }

@@ -40,14 +40,22 @@ struct ChatNodeCommand: AsyncParsableCommand {
     @Option(help: "Service name to announce under for the balancer's Redis discovery.")
     var service: String?
 
+    @Option(help: "Rooms one WebSocket connection may be in at once; a join beyond gets an error.")
+    var maxRooms: Int = 100
+
     func run() async throws {
         let nodeId = self.nodeId ?? hostName()
+        // The node id travels in every envelope (a u16 length) and in every member id: keep it short.
+        guard !nodeId.isEmpty, nodeId.utf8.count <= 255 else {
+            throw ValidationError("--node-id: expected 1-255 bytes")
+        }
+        guard self.maxRooms >= 1 else { throw ValidationError("--max-rooms: expected 1 or more") }
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         MetricsSystem.bootstrap(PrometheusMetricsFactory())
         var logger = Logger(label: "portico.chat")
         logger[metadataKey: "portico.node"] = "\(nodeId)"
         guard let colon = self.listen.lastIndex(of: ":"),
-            let port = Int(self.listen[self.listen.index(after: colon)...])
+            let port = Int(self.listen[self.listen.index(after: colon)...]), (0...65_535).contains(port)
         else { throw ValidationError("--listen: expected host:port") }
         let host = String(self.listen[..<colon])
 
@@ -77,7 +85,8 @@ struct ChatNodeCommand: AsyncParsableCommand {
             node: nodeId,
             relay: relay,
             health: health,
-            logger: logger
+            logger: logger,
+            maxRooms: self.maxRooms
         )
         services.append(RelayService(relay: relay))
         services.append(server)
@@ -90,7 +99,10 @@ struct ChatNodeCommand: AsyncParsableCommand {
         )
         logger.info(
             "chat node starting",
-            metadata: ["portico.listen": "\(self.listen)", "portico.redis": "\(self.redis ?? "none")"]
+            metadata: [
+                "portico.listen": "\(self.listen)",
+                "portico.redis": "\(self.redis.map(RedisURL.redactingPassword(in:)) ?? "none")",
+            ]
         )
         try await group.run()
     }

@@ -19,6 +19,11 @@ final class ChatServer: Service, Sendable {
     let relay: Relay
     let health: @Sendable () async -> Bool
     let logger: Logger
+    /// Rooms one connection may be in at once; a join beyond gets an `error`. Default 100.
+    let maxRooms: Int
+    /// Operations one connection may have waiting; then the node stops reading its socket until the connection's
+    /// session has worked through half of them. Default 64.
+    let operationQueueLimit: Int
     let stats = ChatStats()
     private let clients = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
@@ -28,7 +33,9 @@ final class ChatServer: Service, Sendable {
         node: String,
         relay: Relay,
         health: @escaping @Sendable () async -> Bool,
-        logger: Logger
+        logger: Logger,
+        maxRooms: Int = 100,
+        operationQueueLimit: Int = 64
     ) {
         self.host = host
         self.port = port
@@ -36,6 +43,8 @@ final class ChatServer: Service, Sendable {
         self.relay = relay
         self.health = health
         self.logger = logger
+        self.maxRooms = maxRooms
+        self.operationQueueLimit = operationQueueLimit
     }
 
     func run() async throws {

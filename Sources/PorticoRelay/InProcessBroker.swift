@@ -10,8 +10,12 @@ public final class InProcessHub: Sendable {
     /// A broker for node `node` on this hub.
     public func broker(node: String) -> InProcessBroker {
         let broker = InProcessBroker(node: node, hub: self)
-        self.brokers.withLockedValue { $0[node] = broker }
+        self.add(broker)
         return broker
+    }
+
+    fileprivate func add(_ broker: InProcessBroker) {
+        self.brokers.withLockedValue { $0[broker.node] = broker }
     }
 
     func deliver(_ envelope: Envelope) {
@@ -48,6 +52,7 @@ public final class InProcessBroker: Broker {
     public convenience init(node: String) {
         let hub = InProcessHub()
         self.init(node: node, hub: hub)
+        hub.add(self)  // on its hub, so that presence counts its own members (a lone portico-chat said 0)
     }
 
     public func publish(_ envelope: Envelope) async throws {
@@ -78,6 +83,9 @@ public final class InProcessBroker: Broker {
     public func presence(_ room: Room) async -> Int {
         self.hub.presence(room)
     }
+
+    /// Entries in the per-room tables (rooms subscribed, local presence): 0 once no room has local members.
+    package var roomStateCount: Int { self.state.withLockedValue { $0.rooms.count + $0.presence.count } }
 
     public func liveNodes() async -> [String] {
         self.hub.nodes

@@ -107,6 +107,7 @@ public actor RedisBroker: Broker, Service {
     // MARK: Broker
 
     public func publish(_ envelope: Envelope) async throws {
+        try envelope.checkEncodable()
         // Connected: a full outbox makes the publisher wait (backpressure). Only while Redis is away does a
         // full buffer drop, oldest first.
         var connected = await self.link?.isActive == true
@@ -165,7 +166,9 @@ public actor RedisBroker: Broker, Service {
         while index + 1 < fields.count {
             if case .bulkString(let node?) = fields[index], case .bulkString(let count?) = fields[index + 1] {
                 let name = String(buffer: node)
-                if name != self.configuration.node { counts.append((name, Int(String(buffer: count)) ?? 0)) }
+                // Other nodes' numbers, from Redis: read as 0 unless a count ≥ 0 (summed without overflow below).
+                let members = max(0, Int(String(buffer: count)) ?? 0)
+                if name != self.configuration.node { counts.append((name, members)) }
             }
             index += 2
         }
@@ -173,9 +176,15 @@ public actor RedisBroker: Broker, Service {
         // Only nodes whose heartbeat is alive count: a dead node's members disappear with its TTL.
         guard let alive = try? await link.exist(counts.map { "portico:v1:alive:\($0.node)" }) else { return own }
         var total = own
-        for (entry, isAlive) in zip(counts, alive) where isAlive { total += entry.count }
+        for (entry, isAlive) in zip(counts, alive) where isAlive {
+            let (sum, overflow) = total.addingReportingOverflow(entry.count)
+            total = overflow ? .max : sum
+        }
         return total
     }
+
+    /// Entries in the per-room tables (rooms subscribed, local presence): 0 once no room has local members.
+    package var roomStateCount: Int { self.rooms.count + self.localPresence.count }
 
     public func liveNodes() async -> [String] {
         guard let link = self.link, let keys = try? await link.keyspace.scanKeys(matching: "portico:v1:alive:*") else {
