@@ -158,6 +158,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         if self.shouldHoldReads {
             self.pendingRead = true
             self.bodyTimer?.clear()  // the proxy holds the body back: the client is not the slow one
+            if let exchange = self.exchange, !exchange.requestEnded, !exchange.responseStarted,
+                let upstream = self.upstream, !upstream.isWritable
+            {
+                // The backend does not read the body: it has response_timeout to start again (or to answer).
+                self.responseTimer?.set(in: .milliseconds(exchange.pool.configuration.responseTimeout.milliseconds))
+            }
         } else {
             context.read()
         }
@@ -438,7 +444,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             return
         }
         let timeout = TimeAmount.milliseconds(exchange.pool.configuration.connectTimeout.milliseconds)
-        self.upstreams.connect(backend, timeout: timeout, tls: pool.tls).hop(to: self.upstreams.eventLoop)
+        self.upstreams.connect(backend, timeout: timeout, tls: pool.tls, forUpgrade: exchange.isWebSocket)
+            .hop(to: self.upstreams.eventLoop)
             .assumeIsolated().whenComplete { result in
                 guard self.exchange === exchange, exchange.backend == backend else {
                     if case .success(let channel) = result { channel.close(promise: nil) }
@@ -620,10 +627,13 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
         context: ChannelHandlerContext
     ) {
         self.accessLog.rejected(head, status: status.code, reason: reason, downstreamIP: self.downstreamIP)
+        // A client (or a proxy in front) that waits for 100 Continue may never send the body after a final
+        // answer (RFC 9110 §10.1.1): reading on would take its next request for body bytes. Close instead.
+        let awaitsContinue = framing != .none && head.headers.contains(name: "expect")
         let closing = self.prepareToDropBody(
             requestEnded: false,
             framing: framing,
-            keepAlive: head.isKeepAlive && !head.stopsTheParser
+            keepAlive: head.isKeepAlive && !head.stopsTheParser && !awaitsContinue
         )
         self.writeLocalResponse(status, version: head.version, closing: closing, context: context)
     }
@@ -766,7 +776,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
             }
             exchange.upstreamReusable =
                 head.isKeepAlive && (head.hasDelimitedBody || exchange.head.method == .HEAD)
-            if !exchange.requestEnded { exchange.closeAfterResponse = true }  // answered before the body ended
+            if !exchange.requestEnded {
+                // Answered before the body ended: the rest of the body may still be in flight to the backend.
+                exchange.closeAfterResponse = true
+                exchange.upstreamReusable = false
+            }
             let version = exchange.head.version
             let isHEAD = exchange.head.method == .HEAD
             let http10NeedsClose =
@@ -968,7 +982,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler, Up
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        if isWritable { self.resumeReadsIfPossible() }
+        guard isWritable else { return }
+        if let exchange = self.exchange, !exchange.requestEnded, !exchange.responseStarted {
+            self.responseTimer?.clear()
+        }
+        self.resumeReadsIfPossible()
     }
 
     func upstreamClosed(error: (any Error)?) {

@@ -13,7 +13,7 @@ import Foundation
 enum Authority {
     static func isValid(_ text: Substring) -> Bool {
         let bytes = text.utf8
-        guard !bytes.isEmpty else { return true }  // RFC 9110 §7.2: empty when the target has no authority
+        guard !bytes.isEmpty else { return false }  // an origin-form request's target has an authority
         var index = bytes.startIndex
         if bytes[index] == UInt8(ascii: "[") {
             guard let close = bytes.firstIndex(of: UInt8(ascii: "]")), bytes.distance(from: index, to: close) > 1
@@ -32,14 +32,16 @@ enum Authority {
         guard index < bytes.endIndex else { return true }
         guard bytes[index] == UInt8(ascii: ":") else { return false }
         let port = bytes[bytes.index(after: index)...]
-        return port.count <= 5 && port.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        return !port.isEmpty && port.count <= 5
+            && port.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 
-    /// unreserved / pct-encoded / sub-delims without ",": a comma would make a list of hosts.
+    /// unreserved / sub-delims without ",": a comma would make a list of hosts. No percent-encoding either: a
+    /// router compares bytes, and a backend that decodes `internal%2etest` would see another host than routing did.
     private static let regNameTable: [Bool] = (0..<256).map { byte in
         switch byte {
         case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
-        default: return "-._~%!$&'()*+;=".utf8.contains(UInt8(byte))
+        default: return "-._~!$&'()*+;=".utf8.contains(UInt8(byte))
         }
     }
 

@@ -71,7 +71,14 @@ final class UpstreamConnectionPool {
     /// - Parameters:
     ///   - backend: where to connect.
     ///   - timeout: the connect timeout.
-    func connect(_ backend: Backend, timeout: TimeAmount, tls: UpstreamTLS? = nil) -> EventLoopFuture<any Channel> {
+    ///   - forUpgrade: the connection carries a WebSocket handshake: bytes after the 101 go to the tunnel. Any
+    ///     other connection treats bytes its decoder holds when it leaves as an error.
+    func connect(
+        _ backend: Backend,
+        timeout: TimeAmount,
+        tls: UpstreamTLS? = nil,
+        forUpgrade: Bool = false
+    ) -> EventLoopFuture<any Channel> {
         let key = Key(address: backend.address, tls: tls != nil)
         let serverName = tls?.serverName ?? (SocketAddressCheck.isIPLiteral(backend.host) ? nil : backend.host)
         let bootstrap = ClientBootstrap(group: self.eventLoop)
@@ -93,7 +100,7 @@ final class UpstreamConnectionPool {
                     let idleGuard = UpstreamIdleGuard()
                     try channel.pipeline.syncOperations.addHandler(idleGuard)
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .forwardBytes,
+                        leftOverBytesStrategy: forUpgrade ? .forwardBytes : .fireError,
                         enableOutboundHeaderValidation: false,
                         encoderConfiguration: encoder
                     )

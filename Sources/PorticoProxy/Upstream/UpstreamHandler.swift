@@ -85,8 +85,31 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func park(timeout: TimeAmount) {
         self.delegate = nil
         self.idleGuard?.isParked = true
+        self.renewDecoder()
         self.idleTimer?.set(in: timeout)
         self.resumeReading()  // keep reading while idle, so a close by the backend is noticed at once
+    }
+
+    /// Gives a parked connection a fresh response decoder. Bytes the backend sent after the response in the same
+    /// read (a partial head that the old decoder would keep and glue to the next exchange's answer: response
+    /// queue poisoning) never reach the next exchange: the old decoder leaves with them, and bytes it still
+    /// buffers raise an error that closes the connection. Runs within the old decoder's decode call; NIO
+    /// completes its removal before that call returns, so it never sees another read.
+    private func renewDecoder() {
+        guard let context = self.context else { return }
+        let pipeline = context.pipeline.syncOperations
+        guard let old = try? pipeline.context(handlerType: ByteToMessageHandler<HTTPResponseDecoder>.self) else {
+            return
+        }
+        do {
+            try pipeline.addHandler(
+                ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .fireError)),
+                position: .after(old.handler)
+            )
+            pipeline.removeHandler(context: old, promise: nil)
+        } catch {
+            context.close(promise: nil)
+        }
     }
 
     func lease(to delegate: any UpstreamDelegate) {

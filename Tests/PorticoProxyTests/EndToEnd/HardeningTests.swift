@@ -129,6 +129,10 @@ import Testing
         ("Host with a path", "GET / HTTP/1.1\r\nHost: x/evil\r\n\r\n", 400),
         ("Host with userinfo", "GET / HTTP/1.1\r\nHost: user@x\r\n\r\n", 400),
         ("Host with a bad port", "GET / HTTP/1.1\r\nHost: x:80a\r\n\r\n", 400),
+        ("Host with an empty port", "GET / HTTP/1.1\r\nHost: x:\r\n\r\n", 400),
+        ("empty Host", "GET / HTTP/1.1\r\nHost: \r\n\r\n", 400),
+        ("percent-encoded Host", "GET / HTTP/1.1\r\nHost: internal%2etest\r\n\r\n", 400),
+        ("percent-encoded authority", "GET http://internal%2etest/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("gzip, chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
         ("absolute-form with userinfo", "GET http://user@x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("absolute-form, other scheme", "GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
@@ -230,6 +234,40 @@ import Testing
         try await backend.close()
     }
 
+    /// Bytes after a response in the same read (an injected partial head) must never prefix the next client's
+    /// answer: the parked connection gets a fresh decoder, or is closed.
+    @Test(arguments: [
+        "HTTP/1.1 302 Found\r\nLocation: http://evil.example/\r\nX-Pad: ",
+        "HTTP/1.1 302 Found\r\nSet-Cookie: session=attacker\r\n",
+        "HTTP/1.1 302 Fo",
+    ])
+    func bytesAfterAResponseNeverReachTheNextClient(tail: String) async throws {
+        let backend = try await CannedBackend.start(
+            reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + tail,
+            keepOpen: true
+        )
+        let port = backend.localAddress?.port ?? 0
+        let yaml = """
+            listeners: [{ address: "LISTEN" }]
+            workers: 1
+            routes: [{ pool: p }]
+            pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }], retries: 0 } }
+            """
+        try await withProxy(yaml) { proxy in
+            for victim in 0..<4 {
+                let reply = try await RawHTTPClient.send(
+                    "GET /victim-\(victim) HTTP/1.1\r\nHost: x\r\n\r\n",
+                    port: proxy.port,
+                    timeout: .seconds(2),
+                    until: { $0.contains("\r\n\r\n") }
+                )
+                #expect(!reply.text.contains("evil") && !reply.text.contains("attacker"), "\(reply.text)")
+                #expect(!reply.text.contains("302"), "\(reply.text)")
+            }
+        }
+        try await backend.close()
+    }
+
     @Test(arguments: [
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
@@ -303,6 +341,55 @@ import Testing
                 #expect(reply.statuses == [404], "\(reply.text)")
                 #expect(reply.closedByServer)
                 #expect(NIODeadline.now() - started < .seconds(3))
+            }
+        }
+    }
+
+    @Test func aBackendThatDoesNotReadTheBodyTimesOut() async throws {
+        // Accepts and never reads: the upload fills the socket buffers and portico holds the client back.
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.autoRead, value: false)
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        let yaml = """
+            listeners: [{ address: "LISTEN" }]
+            routes: [{ pool: p }]
+            pools: { p: { backends: [{ address: "127.0.0.1:\(silent.localAddress?.port ?? 0)" }], response_timeout: 500ms } }
+            """
+        try await withProxy(yaml) { proxy in
+            let started = NIODeadline.now()
+            let size = 32 << 20
+            let reply = try await RawHTTPClient.send(
+                "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: \(size)\r\n\r\n"
+                    + String(repeating: "u", count: size),
+                port: proxy.port,
+                timeout: .seconds(8)
+            )
+            #expect(reply.statuses == [504], "\(reply.text.prefix(200))")
+            #expect(reply.closedByServer)
+            #expect(NIODeadline.now() - started < .seconds(6))
+        }
+        try await silent.close()
+    }
+
+    /// A local answer to a request that waits for 100 Continue closes: the body may never come, and reading on
+    /// would take the next request for it.
+    @Test func aLocalAnswerToExpectContinueCloses() async throws {
+        try await withBackends(["one"]) { b in
+            let yaml = """
+                listeners: [{ address: "LISTEN" }]
+                routes: [{ match: { path_prefix: "/app" }, pool: p }]
+                pools: { p: { backends: [{ address: "\(b[0].address)" }] } }
+                """
+            try await withProxy(yaml) { proxy in
+                let reply = try await RawHTTPClient.send(
+                    "POST /nope HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 22\r\n\r\n"
+                        + "GET /app/victim HTTP/1.1\r\nHost: x\r\n\r\n",
+                    port: proxy.port
+                )
+                #expect(reply.statuses == [404], "\(reply.text)")
+                #expect(reply.closedByServer)
+                #expect(b[0].stats.requests == 0)
             }
         }
     }
