@@ -2,13 +2,14 @@
 SWIFT ?= swift
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build test lint format demo e2e bench clean
+.PHONY: help deps build test lint format demo e2e bench fuzz clean
 
 help:
 	@echo "make demo   install what is missing, build, start Redis + 3 chat nodes + portico, print the URLs"
 	@echo "make test   install what is missing, lint, run every test"
 	@echo "make build  release build of portico (.build/release/portico)"
 	@echo "make e2e    a real-browser test of the demo (headless Chromium)"
+	@echo "make fuzz   libFuzzer targets (Fuzz/), FUZZ_SECONDS each (default 60); findings go to Fuzz/Findings"
 	@echo "make bench  side-by-side benchmark with HAProxy, nginx and Caddy, fan-out and relay (loopback, about 20 minutes)"
 
 deps:
@@ -55,6 +56,11 @@ bench: build
 	scripts/bench.sh 3 5
 	scripts/bench_fanout.sh 10 20 5
 	scripts/bench_relay.sh 100000
+
+# Fuzz targets (Fuzz/Targets) built by scripts/fuzz.sh against the debug build's objects; each runs FUZZ_SECONDS.
+fuzz: deps
+	$(SWIFT) build --build-tests
+	scripts/fuzz.sh
 
 clean:
 	rm -rf .build run

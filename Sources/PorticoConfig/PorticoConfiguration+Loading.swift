@@ -32,13 +32,17 @@ extension PorticoConfiguration {
         let configuration = reader.configuration(root)
         var errors = reader.errors
         if let configuration {
-            // "At least one listener" says nothing new when the only listener was already reported as broken.
+            // A section with a broken entry (or broken as a whole) was read without it, so what validation says of
+            // it is either nothing new ("at least one listener") or about the wrong entry: the entries after a
+            // broken one moved up an index. Its own errors already name the key and line.
             let broken = Set(
                 errors.compactMap { error in
-                    ["listeners", "routes"].first { error.path.hasPrefix($0 + "[") }
+                    ["listeners", "routes"].first { error.path == $0 || error.path.hasPrefix($0 + "[") }
                 }
             )
-            errors += configuration.validate(marks: reader.marks).filter { !broken.contains($0.path) }
+            errors += configuration.validate(marks: reader.marks).filter { error in
+                !broken.contains { error.path == $0 || error.path.hasPrefix($0 + "[") || error.path.hasPrefix($0 + ".") }
+            }
         }
         guard errors.isEmpty, let configuration else { throw ConfigurationErrors(errors) }
         return configuration

@@ -94,6 +94,26 @@ import Testing
         #expect(errors.first?.line == 5)
     }
 
+    /// Fuzz findings (Fuzz/Findings/config-*): a broken section is reported once, with its line, and no error
+    /// names an entry by an index that moved because an earlier entry was broken.
+    @Test func aBrokenSectionIsReportedOnceWithItsLine() {
+        let notAList = Self.errors("listeners: chat\nroutes: [{ pool: p }]\npools: { p: { backends: [{ address: \"127.0.0.1:1\" }] } }")
+        #expect(notAList.map(\.path) == ["listeners"])
+        #expect(notAList.first?.line == 1)
+        let shifted = Self.errors(
+            """
+            listeners: [{ address: "127.0.0.1:8080" }]
+            routes:
+              - oops
+              - match: { path_prefix: "/" }
+                pool: chat
+            pools: {}
+            """
+        )
+        #expect(shifted.map(\.path) == ["routes[0]"])
+        #expect(shifted.allSatisfy { $0.line != nil })
+    }
+
     @Test func unknownKeyNamesPathAndPlace() {
         let yaml = """
             listeners:
