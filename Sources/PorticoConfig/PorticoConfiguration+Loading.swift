@@ -41,7 +41,9 @@ extension PorticoConfiguration {
                 }
             )
             errors += configuration.validate(marks: reader.marks).filter { error in
-                !broken.contains { error.path == $0 || error.path.hasPrefix($0 + "[") || error.path.hasPrefix($0 + ".") }
+                !broken.contains { section in
+                    error.path == section || error.path.hasPrefix(section + "[") || error.path.hasPrefix(section + ".")
+                }
             }
         }
         guard errors.isEmpty, let configuration else { throw ConfigurationErrors(errors) }

@@ -97,7 +97,9 @@ import Testing
     /// Fuzz findings (Fuzz/Findings/config-*): a broken section is reported once, with its line, and no error
     /// names an entry by an index that moved because an earlier entry was broken.
     @Test func aBrokenSectionIsReportedOnceWithItsLine() {
-        let notAList = Self.errors("listeners: chat\nroutes: [{ pool: p }]\npools: { p: { backends: [{ address: \"127.0.0.1:1\" }] } }")
+        let notAList = Self.errors(
+            "listeners: chat\nroutes: [{ pool: p }]\npools: { p: { backends: [{ address: \"127.0.0.1:1\" }] } }"
+        )
         #expect(notAList.map(\.path) == ["listeners"])
         #expect(notAList.first?.line == 1)
         let shifted = Self.errors(
