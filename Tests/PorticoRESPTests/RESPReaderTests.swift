@@ -33,6 +33,30 @@ import Testing
         #expect(throws: RESPError.self) { try reader.next() }
     }
 
+    /// Fuzz finding (Fuzz/Corpus/resp/hiredis-array-count-16GiB-calloc.resp): hiredis allocated the element
+    /// table of `*2147483647` (16 GiB) on reading the count. Huge and negative counts are refused before that.
+    @Test(arguments: ["*2147483647\r\n", "*1048577\r\n", "*1\r\n*2147483647\r\n"])
+    func hugeArrayCountsAreRefused(wire: String) throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: wire))
+        let error = #expect(throws: RESPError.self) { try reader.next() }
+        #expect(error?.message.contains("elements") == true)
+    }
+
+    @Test func negativeArrayCountsOtherThanNilAreRefused() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*-2\r\n"))
+        #expect(throws: RESPError.self) { try reader.next() }
+    }
+
+    @Test func largeButBoundedArraysStillParse() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*-1\r\n*0\r\n*3\r\n:1\r\n:2\r\n:3\r\n"))
+        #expect(try reader.next() == .bulkString(nil))
+        #expect(try reader.next() == .array([]))
+        #expect(try reader.next() == .array([.integer(1), .integer(2), .integer(3)]))
+    }
+
     @Test func encoderRoundTrips() throws {
         var buffer = ByteBuffer()
         RESPEncoder.encode(["PUBLISH", "room:lobby", "hi there"], into: &buffer)
