@@ -21,10 +21,10 @@ build: deps
 	$(SWIFT) build -c release --product portico-testbackend
 
 lint:
-	$(SWIFT) format lint --recursive --strict Package.swift Sources Tests
+	$(SWIFT) format lint --recursive --strict Package.swift Sources Tests Fuzz
 
 format:
-	$(SWIFT) format format --in-place --recursive Package.swift Sources Tests
+	$(SWIFT) format format --in-place --recursive Package.swift Sources Tests Fuzz
 
 test: deps lint
 	$(SWIFT) build --build-tests

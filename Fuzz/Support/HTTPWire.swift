@@ -115,7 +115,8 @@ enum HTTPWire {
     /// How a strict upstream parser reads `wire`: `ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy:
     /// .fireError))`. `atEOF` ends the input with EOF (an incomplete request is an error); otherwise the decoder is
     /// removed from the pipeline, so bytes it held back after an upgrade or CONNECT head are an error.
-    static func decodeUpstream(_ wire: ByteBuffer, atEOF: Bool) -> (parts: [HTTPServerRequestPart], error: (any Error)?) {
+    static func decodeUpstream(_ wire: ByteBuffer, atEOF: Bool) -> (parts: [HTTPServerRequestPart], error: (any Error)?)
+    {
         let channel = EmbeddedChannel()
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .fireError))
         let collector = PartCollector<HTTPServerRequestPart>()

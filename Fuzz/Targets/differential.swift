@@ -22,13 +22,8 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
 }
 
 enum DifferentialTarget {
-    static let routes = RouteTable([
-        RouteConfiguration(pool: "app"),
-        RouteConfiguration(pool: "app", stripPrefix: "/api", preserveHost: false),
-    ]).routes
-
     static func run(_ bytes: UnsafeRawBufferPointer, choices: inout FuzzChoices) {
-        let route = Self.routes[choices.below(Self.routes.count)]
+        let route = FuzzRoutes.pick(&choices)
         let limits = LimitsConfiguration()
         let (requests, _) = HTTPWire.decodeDownstream(bytes, splits: choices.splits(of: bytes.count))
         // Every request that ended before the first error was forwarded; portico stops at a rejected head.
@@ -74,11 +69,15 @@ enum DifferentialTarget {
             }
             if !ended { fail("the upstream request never ended") }
             if head.method != request.head.method { fail("method \(request.head.method) became \(head.method)") }
-            if head.uri != upstream.uri { fail("target \(escaped(upstream.uri.utf8)) read as \(escaped(head.uri.utf8))") }
+            if head.uri != upstream.uri {
+                fail("target \(escaped(upstream.uri.utf8)) read as \(escaped(head.uri.utf8))")
+            }
             var downstreamBody = ByteBuffer()
             for var part in request.body { downstreamBody.writeBuffer(&part) }
             if body != downstreamBody {
-                fail("body of \(downstreamBody.readableBytes) bytes read as \(body.readableBytes): \(escaped(body.readableBytesView))")
+                fail(
+                    "body of \(downstreamBody.readableBytes) bytes read as \(body.readableBytes): \(escaped(body.readableBytesView))"
+                )
             }
             // The backend frames the body as the proxy did (inspected the same way: no Content-Length 0 vs none
             // distinction, which carries no body either way).

@@ -15,7 +15,11 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
     guard let control = bytes.first else { return 0 }
     var choices = FuzzChoices(bytes)
-    FrameTrackerTarget.run(control: control, stream: UnsafeRawBufferPointer(rebasing: bytes.dropFirst()), choices: &choices)
+    FrameTrackerTarget.run(
+        control: control,
+        stream: UnsafeRawBufferPointer(rebasing: bytes.dropFirst()),
+        choices: &choices
+    )
     return 0
 }
 
@@ -41,13 +45,19 @@ enum FrameTrackerTarget {
         var whole = make()
         let outcome = whole.consume(ByteBuffer(bytes: stream))
         if let violation = model.violation {
-            guard let found = outcome.violation else { finding("missed \(violation) at \(violation.offset): \(context)") }
+            guard let found = outcome.violation else {
+                finding("missed \(violation) at \(violation.offset): \(context)")
+            }
             if found.code != violation.code || outcome.forwardable != violation.offset || !outcome.isBoundaryClean {
                 finding("violation \(found) forwardable \(outcome.forwardable); reference \(violation): \(context)")
             }
         } else {
-            if let found = outcome.violation { finding("spurious violation \(found) at \(outcome.forwardable): \(context)") }
-            if outcome.forwardable != stream.count { finding("forwarded \(outcome.forwardable) of \(stream.count): \(context)") }
+            if let found = outcome.violation {
+                finding("spurious violation \(found) at \(outcome.forwardable): \(context)")
+            }
+            if outcome.forwardable != stream.count {
+                finding("forwarded \(outcome.forwardable) of \(stream.count): \(context)")
+            }
             if whole.isAtFrameBoundary != model.endsOnBoundary {
                 finding("isAtFrameBoundary \(whole.isAtFrameBoundary), reference \(model.endsOnBoundary): \(context)")
             }
@@ -59,23 +69,33 @@ enum FrameTrackerTarget {
         var forwarded = 0
         for range in choices.splits(of: stream.count) {
             let piece = split.consume(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: stream[range])))
-            if piece.forwardable < 0 || piece.forwardable > range.count { finding("forwardable \(piece.forwardable) of \(range.count)") }
+            if piece.forwardable < 0 || piece.forwardable > range.count {
+                finding("forwardable \(piece.forwardable) of \(range.count)")
+            }
             if let found = piece.violation {
-                guard let violation = model.violation else { finding("spurious violation \(found) when split: \(context)") }
+                guard let violation = model.violation else {
+                    finding("spurious violation \(found) when split: \(context)")
+                }
                 if found.code != violation.code { finding("split: \(found), reference \(violation): \(context)") }
                 if piece.isBoundaryClean {
                     if range.lowerBound + piece.forwardable != violation.offset {
-                        finding("split: clean stop at \(range.lowerBound + piece.forwardable), frame at \(violation.offset): \(context)")
+                        finding(
+                            "split: clean stop at \(range.lowerBound + piece.forwardable), frame at \(violation.offset): \(context)"
+                        )
                     }
                 } else if piece.forwardable != 0 || violation.offset >= range.lowerBound {
-                    finding("split: unclean stop forwarding \(piece.forwardable) in read \(range), frame at \(violation.offset): \(context)")
+                    finding(
+                        "split: unclean stop forwarding \(piece.forwardable) in read \(range), frame at \(violation.offset): \(context)"
+                    )
                 }
                 forwarded += piece.forwardable
                 Self.compareCounts(split, model, "split", context)
                 if split.bytes != forwarded { finding("bytes \(split.bytes), forwarded \(forwarded)") }
                 return
             }
-            if piece.forwardable != range.count { finding("split: forwarded \(piece.forwardable) of \(range.count), no violation") }
+            if piece.forwardable != range.count {
+                finding("split: forwarded \(piece.forwardable) of \(range.count), no violation")
+            }
             forwarded += piece.forwardable
         }
         if model.violation != nil { finding("split: missed \(model.violation!): \(context)") }
@@ -85,7 +105,10 @@ enum FrameTrackerTarget {
         // C: as TunnelHandler reads while a Close waits: stop at a frame boundary, then go on with the rest.
         var stopping = make()
         for range in choices.splits(of: stream.count) {
-            let piece = stopping.consume(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: stream[range])), stopAtBoundary: true)
+            let piece = stopping.consume(
+                ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: stream[range])),
+                stopAtBoundary: true
+            )
             if piece.violation != nil { return }  // compared above
             if piece.forwardable < range.count {
                 let at = range.lowerBound + piece.forwardable
@@ -93,7 +116,9 @@ enum FrameTrackerTarget {
                     finding("stopAtBoundary stopped at \(at), not a frame boundary: \(context)")
                 }
                 let rest = stream[(range.lowerBound + piece.forwardable)..<range.upperBound]
-                if stopping.consume(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: rest))).violation != nil { return }
+                if stopping.consume(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: rest))).violation != nil {
+                    return
+                }
             }
         }
         Self.compareCounts(stopping, model, "stopAtBoundary", context)
@@ -151,45 +176,73 @@ enum FrameTrackerTarget {
                     length = 0
                     for index in 0..<lengthBytes { length = length << 8 | UInt64(stream[start + 2 + index]) }
                 }
-                func fail(_ code: UInt16, _ why: String) { self.violation = Violation(code: code, offset: start, why: why) }
-                if lengthBytes == 8 && length >> 63 != 0 { fail(1002, "length"); return }
-                if sender == .client && !masked { fail(1002, "unmasked"); return }
+                func fail(_ code: UInt16, _ why: String) {
+                    self.violation = Violation(code: code, offset: start, why: why)
+                }
+                if lengthBytes == 8 && length >> 63 != 0 {
+                    fail(1002, "length")
+                    return
+                }
+                if sender == .client && !masked {
+                    fail(1002, "unmasked")
+                    return
+                }
                 let opcode = first & 0x0F
                 let fin = first & 0x80 != 0
                 let rsv = first & 0x70
                 if rsv != 0 {
                     switch reserved {
-                    case .none: fail(1002, "rsv"); return
+                    case .none:
+                        fail(1002, "rsv")
+                        return
                     case .perMessageDeflate:
-                        if rsv != 0x40 || !(opcode == 1 || opcode == 2) { fail(1002, "rsv"); return }
+                        if rsv != 0x40 || !(opcode == 1 || opcode == 2) {
+                            fail(1002, "rsv")
+                            return
+                        }
                     case .any: break
                     }
                 }
                 self.frames += 1
                 switch opcode {
                 case 0, 1, 2:
-                    if opcode == 0 && !inMessage { fail(1002, "continuation"); return }
-                    if opcode != 0 && inMessage { fail(1002, "interleaved"); return }
+                    if opcode == 0 && !inMessage {
+                        fail(1002, "continuation")
+                        return
+                    }
+                    if opcode != 0 && inMessage {
+                        fail(1002, "interleaved")
+                        return
+                    }
                     if opcode != 0 { messageBytes = 0 }
                     inMessage = true
                     messageBytes += length
-                    if messageBytes > UInt64(maxMessageBytes) { fail(1009, "too big"); return }
+                    if messageBytes > UInt64(maxMessageBytes) {
+                        fail(1009, "too big")
+                        return
+                    }
                     if fin {
                         inMessage = false
                         self.messages += 1
                     }
                 case 8, 9, 10:
-                    if !fin || length > 125 { fail(1002, "control"); return }
+                    if !fin || length > 125 {
+                        fail(1002, "control")
+                        return
+                    }
                     if opcode == 8 {
                         self.sawClose = true
                         let payload = start + headerLength
                         if length >= 2 && stream.count - payload >= 2 {
-                            let mask = masked ? [stream[start + headerLength - 4], stream[start + headerLength - 3]] : [0, 0]
-                            self.closeCode = UInt16(stream[payload] ^ mask[0]) << 8 | UInt16(stream[payload + 1] ^ mask[1])
+                            let mask =
+                                masked ? [stream[start + headerLength - 4], stream[start + headerLength - 3]] : [0, 0]
+                            self.closeCode =
+                                UInt16(stream[payload] ^ mask[0]) << 8 | UInt16(stream[payload + 1] ^ mask[1])
                         }
                     }
                 default:
-                    fail(1002, "opcode"); return
+                    fail(1002, "opcode")
+                    return
                 }
                 let end = UInt64(start + headerLength) + length
                 guard end <= UInt64(stream.count) else { return }

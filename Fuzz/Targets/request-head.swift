@@ -19,13 +19,8 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
 }
 
 enum RequestHeadTarget {
-    static let routes = RouteTable([
-        RouteConfiguration(pool: "app"),
-        RouteConfiguration(pool: "app", stripPrefix: "/api", preserveHost: false),
-    ]).routes
-
     static func run(_ bytes: UnsafeRawBufferPointer, choices: inout FuzzChoices) {
-        let route = Self.routes[choices.below(Self.routes.count)]
+        let route = FuzzRoutes.pick(&choices)
         var limits = LimitsConfiguration()
         if choices.below(4) == 0 {
             limits.maxHeaderBytes = 1024
@@ -65,7 +60,9 @@ enum RequestHeadTarget {
                 finding("invalid upstream header \(escaped(name.utf8)): \(escaped(value.utf8)) in \(context)")
             }
         }
-        if upstream.headers["host"].count != 1 { finding("upstream has \(upstream.headers["host"].count) Host: \(context)") }
+        if upstream.headers["host"].count != 1 {
+            finding("upstream has \(upstream.headers["host"].count) Host: \(context)")
+        }
 
         // Hop-by-hop headers end at the proxy; the WebSocket handshake is the one exchange passed on.
         for name in ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authenticate", "proxy-authorization"]
@@ -87,7 +84,9 @@ enum RequestHeadTarget {
         let contentLength = upstream.headers["content-length"]
         switch framing {
         case .chunked:
-            if transferEncoding.count != 1 || transferEncoding.first?.lowercased() != "chunked" || !contentLength.isEmpty {
+            if transferEncoding.count != 1 || transferEncoding.first?.lowercased() != "chunked"
+                || !contentLength.isEmpty
+            {
                 finding("chunked framing forwarded as TE \(transferEncoding), CL \(contentLength): \(context)")
             }
         case .contentLength(let length):

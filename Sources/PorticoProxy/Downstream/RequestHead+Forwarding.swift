@@ -39,6 +39,7 @@ enum RequestInspection {
         var contentLengths: [Substring] = []
         var transferCodings: [Substring] = []
         var hosts = 0
+        var host: String?
         for (name, value) in head.headers {
             headBytes += name.utf8.count + value.utf8.count + 4
             guard isValidName(name) else {
@@ -49,6 +50,7 @@ enum RequestInspection {
             }
             if name.equalsLowercase("host") {
                 hosts += value.utf8.contains(UInt8(ascii: ",")) ? 2 : 1  // a list of hosts is as ambiguous
+                host = value
             } else if name.equalsLowercase("content-length") {
                 contentLengths += value.split(separator: ",", omittingEmptySubsequences: false).map(trimmed)
             } else if name.equalsLowercase("transfer-encoding") {
@@ -64,7 +66,7 @@ enum RequestInspection {
         if hosts == 0 && head.version == .http1_1 {
             return .failure(RequestRejection(status: .badRequest, reason: "no Host"))  // RFC 9112 §3.2
         }
-        if hosts == 1, let host = head.headers.first(name: "host"), !Authority.isValid(host[...]) {
+        if hosts == 1, let host, !Authority.isValid(host[...]) {
             return .failure(RequestRejection(status: .badRequest, reason: "invalid Host"))
         }
         let framing: RequestFraming
@@ -187,9 +189,7 @@ func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: [String] = [])
         // Connection names more headers that end at this hop (RFC 9110 §7.6.1), but never the message's framing
         // or its Host: the client controls Connection, and obeying it there would forward a body nobody frames.
         for name in headers[canonicalForm: "connection"]
-        where !protectedFromConnection.contains(where: {
-            name.utf8.count == $0.utf8.count && String(name).equalsLowercase($0)
-        }) {
+        where !protectedFromConnection.contains(where: { name.equalsLowercase($0) }) {
             doomed.append(String(name))
         }
     }
@@ -199,7 +199,7 @@ func removingHopByHop(_ headers: HTTPHeaders, alsoRemoving extra: [String] = [])
     return result
 }
 
-extension String {
+extension StringProtocol {
     /// Whether this equals `lowercase` (which must be lowercase ASCII) ignoring ASCII case, without allocating.
     func equalsLowercase(_ lowercase: String) -> Bool {
         guard self.utf8.count == lowercase.utf8.count else { return false }

@@ -214,24 +214,16 @@ import Testing
     /// An upstream connection goes back to the pool only after a clean exchange: a backend that sends more than
     /// one response to one request is never asked again on that connection.
     @Test func aBackendThatAnswersTwiceIsNotReused() async throws {
-        let backend = try await CannedBackend.start(
-            reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+        try await withProxy(
+            toCanned: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
             keepOpen: true
-        )
-        let port = backend.localAddress?.port ?? 0
-        let yaml = """
-            listeners: [{ address: "LISTEN" }]
-            routes: [{ pool: p }]
-            pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }] } }
-            """
-        try await withProxy(yaml) { proxy in
+        ) { proxy in
             for _ in 0..<6 {
                 let reply = try await HTTPTestClient.request(port: proxy.port, .GET, "/")
                 #expect(reply.status == 200)
                 #expect(reply.body == "ok")
             }
         }
-        try await backend.close()
     }
 
     /// Bytes after a response in the same read (an injected partial head) must never prefix the next client's
@@ -276,14 +268,7 @@ import Testing
             + "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
     ])
     func aSwitchWithoutTheRightAcceptIsA502(reply: String) async throws {
-        let backend = try await CannedBackend.start(reply: reply)
-        let port = backend.localAddress?.port ?? 0
-        let yaml = """
-            listeners: [{ address: "LISTEN" }]
-            routes: [{ pool: p }]
-            pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }] } }
-            """
-        try await withProxy(yaml) { proxy in
+        try await withProxy(toCanned: reply) { proxy in
             let answer = try await RawHTTPClient.send(
                 "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                     + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -292,7 +277,6 @@ import Testing
             )
             #expect(answer.statuses == [502], "\(answer.text)")
         }
-        try await backend.close()
     }
 
     /// The accept for RFC 6455's sample key is the RFC's own example.
@@ -412,17 +396,11 @@ import Testing
     }
 
     @Test func aBackendThatStallsMidBodyIsCutAfterResponseTimeout() async throws {
-        let backend = try await CannedBackend.start(
-            reply: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
-            keepOpen: true
-        )
-        let port = backend.localAddress?.port ?? 0
-        let yaml = """
-            listeners: [{ address: "LISTEN" }]
-            routes: [{ pool: p }]
-            pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }], response_timeout: 400ms } }
-            """
-        try await withProxy(yaml) { proxy in
+        try await withProxy(
+            toCanned: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+            keepOpen: true,
+            poolOptions: "response_timeout: 400ms"
+        ) { proxy in
             let started = NIODeadline.now()
             let reply = try await RawHTTPClient.send(
                 "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -434,7 +412,6 @@ import Testing
             #expect(reply.closedByServer)
             #expect(NIODeadline.now() - started < .seconds(3))
         }
-        try await backend.close()
     }
 
     @Test func aClientThatDoesNotReadIsCutAndTheUpstreamReleased() async throws {

@@ -68,6 +68,35 @@ func withProxy<T>(_ yaml: String, _ body: (ProxyHarness) async throws -> T) asyn
     }
 }
 
+/// Runs `body` against a proxy whose one pool `p` is a ``CannedBackend`` answering `reply`, and stops both.
+///
+/// - Parameters:
+///   - keepOpen: the backend keeps its connections open after replying.
+///   - poolOptions: more keys of pool `p` in YAML flow style, such as `response_timeout: 400ms`.
+func withProxy<T>(
+    toCanned reply: String,
+    keepOpen: Bool = false,
+    poolOptions: String = "",
+    _ body: (ProxyHarness) async throws -> T
+) async throws -> T {
+    let backend = try await CannedBackend.start(reply: reply, keepOpen: keepOpen)
+    let port = backend.localAddress?.port ?? 0
+    let options = poolOptions.isEmpty ? "" : ", \(poolOptions)"
+    let yaml = """
+        listeners: [{ address: "LISTEN" }]
+        routes: [{ pool: p }]
+        pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }]\(options) } }
+        """
+    do {
+        let result = try await withProxy(yaml, body)
+        try await backend.close()
+        return result
+    } catch {
+        try? await backend.close()
+        throw error
+    }
+}
+
 /// Resident memory of this process, in bytes.
 func residentBytes() -> Int {
     guard let file = fopen("/proc/self/statm", "r") else { return 0 }

@@ -157,14 +157,7 @@ import Testing
         "HTTP/1.1 200 OK\r\nX Evil: a\r\nContent-Length: 2\r\n\r\nok",
     ])
     func aResponseHeadThatCouldSplitTheResponseIsA502(reply: String) async throws {
-        let backend = try await CannedBackend.start(reply: reply)
-        let port = backend.localAddress?.port ?? 0
-        let yaml = """
-            listeners: [{ address: "LISTEN" }]
-            routes: [{ pool: p }]
-            pools: { p: { backends: [{ address: "127.0.0.1:\(port)" }] } }
-            """
-        try await withProxy(yaml) { proxy in
+        try await withProxy(toCanned: reply) { proxy in
             let answer = try await RawHTTPClient.send(
                 "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
                 port: proxy.port,
@@ -173,6 +166,5 @@ import Testing
             #expect(answer.statuses == [502], "\(answer.text)")
             #expect(!answer.text.lowercased().contains("evil") && !answer.text.contains("stolen"), "\(answer.text)")
         }
-        try await backend.close()
     }
 }
