@@ -81,7 +81,10 @@ let package = Package(
         ),
         .target(
             name: "PorticoRelay",
-            dependencies: ["PorticoRESP", nio("NIOCore"), nio("NIOConcurrencyHelpers"), logging, lifecycle, metrics],
+            dependencies: [
+                "PorticoRESP", nio("NIOCore"), nio("NIOPosix"), nio("NIOWebSocket"), nio("NIOConcurrencyHelpers"),
+                logging, lifecycle, metrics,
+            ],
             swiftSettings: settings
         ),
         // test support (not a product)

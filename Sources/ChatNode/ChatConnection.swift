@@ -156,17 +156,11 @@ struct ChatSession {
                     self.error("cannot join \(room): at most \(self.server.maxRooms) rooms per connection")
                     continue
                 }
-                let stats = self.server.stats
                 do {
-                    try await self.server.relay.join(Room(room), member: self.member) { payload in
-                        // A client that cannot keep up loses messages (counted); it never slows the room.
-                        guard channel.isWritable else {
-                            stats.dropped.add(1)
-                            return
-                        }
-                        stats.messagesOut.add(1)
-                        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
-                    }
+                    // The relay writes the room's messages to this channel itself: framed once per message for
+                    // every member, flushed once per batch; a client that cannot keep up loses messages
+                    // (counted), it never slows the room.
+                    try await self.server.relay.join(Room(room), member: self.member, channel: channel)
                     rooms.insert(room)
                     let members = await self.server.relay.memberCount(Room(room))
                     ChatConnection.send(["op": "joined", "room": room, "members": members], on: self.channel)

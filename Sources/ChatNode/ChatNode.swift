@@ -88,7 +88,6 @@ struct ChatNodeCommand: AsyncParsableCommand {
             logger: logger,
             maxRooms: self.maxRooms
         )
-        services.append(RelayService(relay: relay))
         services.append(server)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
@@ -113,15 +112,4 @@ func hostName() -> String {
     var buffer = [CChar](repeating: 0, count: 256)
     guard gethostname(&buffer, buffer.count) == 0 else { return "chat" }
     return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
-
-/// Runs the relay's inbound delivery until shutdown.
-struct RelayService: Service {
-    let relay: Relay
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await self.relay.run()
-        }
-    }
 }

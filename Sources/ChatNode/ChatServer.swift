@@ -118,8 +118,6 @@ final class ChatServer: Service, Sendable {
 final class ChatStats: Sendable {
     let connections = AtomicCounter()
     let messagesIn = AtomicCounter()
-    let messagesOut = AtomicCounter()
-    let dropped = AtomicCounter()
 }
 
 final class AtomicCounter: Sendable {
@@ -181,20 +179,24 @@ final class ChatHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     )
                 }
             case "/metrics":
-                let stats = self.server.stats
-                let node = self.server.node
-                Gauge(label: "chat_connections", dimensions: [("node", node)]).record(stats.connections.current)
-                Gauge(label: "chat_messages_in", dimensions: [("node", node)]).record(stats.messagesIn.current)
-                Gauge(label: "chat_messages_out", dimensions: [("node", node)]).record(stats.messagesOut.current)
-                Gauge(label: "chat_messages_dropped", dimensions: [("node", node)]).record(stats.dropped.current)
-                let text = PrometheusMetricsFactory.defaultRegistry.emitToString()
-                self.respond(
-                    .ok,
-                    type: "text/plain; version=0.0.4",
-                    body: text,
-                    keepAlive: head.isKeepAlive,
-                    context: context
-                )
+                let server = self.server
+                let keepAlive = head.isKeepAlive
+                let promise = context.eventLoop.makePromise(of: String.self)
+                promise.completeWithTask {
+                    let stats = server.stats
+                    let node = server.node
+                    // Deliveries are counted on the relay's data plane and read from there (never per message).
+                    let delivered = await server.relay.delivered
+                    let dropped = server.relay.droppedForSlowMembers
+                    Gauge(label: "chat_connections", dimensions: [("node", node)]).record(stats.connections.current)
+                    Gauge(label: "chat_messages_in", dimensions: [("node", node)]).record(stats.messagesIn.current)
+                    Gauge(label: "chat_messages_out", dimensions: [("node", node)]).record(delivered - dropped)
+                    Gauge(label: "chat_messages_dropped", dimensions: [("node", node)]).record(dropped)
+                    return PrometheusMetricsFactory.defaultRegistry.emitToString()
+                }
+                promise.futureResult.assumeIsolated().whenSuccess { text in
+                    self.respond(.ok, type: "text/plain; version=0.0.4", body: text, keepAlive: keepAlive, context: context)
+                }
             default:
                 self.respond(
                     .notFound,

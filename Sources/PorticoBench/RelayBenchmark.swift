@@ -32,7 +32,6 @@ struct RelayBenchmark: AsyncParsableCommand {
         let tasks = [Task { try? await sender.run() }, Task { try? await receiver.run() }]
         let relayA = Relay(node: "bench-sender", broker: sender)
         let relayB = Relay(node: "bench-receiver", broker: receiver)
-        let runB = Task { await relayB.run() }
         while true {
             let ready = await sender.isHealthy
             let alsoReady = await receiver.isHealthy
@@ -82,7 +81,6 @@ struct RelayBenchmark: AsyncParsableCommand {
             "messages/s=\(Int(Double(result.count) / elapsed.seconds)) \(result.latencies.summary) "
                 + "missing=\(self.messages - result.count) duplicates=\(result.duplicates) lost=\(await relayB.lost)"
         )
-        runB.cancel()
         for task in tasks { task.cancel() }
     }
 }

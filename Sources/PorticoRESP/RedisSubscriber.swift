@@ -2,7 +2,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// A Redis connection in pub/sub mode: messages of subscribed channels (and shard channels) go to `onMessage`;
+/// A Redis connection in pub/sub mode: messages of subscribed channels (and shard channels) go to `onMessage`
+/// on the connection's event loop, and `onReadComplete` follows the last message of each read;
 /// SUBSCRIBE, SSUBSCRIBE and their opposites wait for their confirmations.
 public final class RedisSubscriber: Sendable {
     public typealias MessageHandler = @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
@@ -21,6 +22,7 @@ public final class RedisSubscriber: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         connectTimeout: TimeAmount = .seconds(2),
         onUnsubscribed: UnsubscribeHandler? = nil,
+        onReadComplete: (@Sendable () -> Void)? = nil,
         onMessage: @escaping MessageHandler
     ) async throws -> RedisSubscriber {
         let bootstrap = ClientBootstrap(group: group)
@@ -28,7 +30,11 @@ public final class RedisSubscriber: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        SubscriberHandler(onMessage: onMessage, onUnsubscribed: onUnsubscribed)
+                        SubscriberHandler(
+                            onMessage: onMessage,
+                            onUnsubscribed: onUnsubscribed,
+                            onReadComplete: onReadComplete
+                        )
                     )
                 }
             }
@@ -108,13 +114,24 @@ private final class SubscriberHandler: ChannelDuplexHandler {
     private let reader = RESPReader()
     private let onMessage: RedisSubscriber.MessageHandler
     private let onUnsubscribed: RedisSubscriber.UnsubscribeHandler?
+    private let onReadComplete: (@Sendable () -> Void)?
     private var waiting = CircularBuffer<
         (kind: String, remaining: Int, replies: [RESPValue], promise: EventLoopPromise<[RESPValue]>)
     >()
 
-    init(onMessage: @escaping RedisSubscriber.MessageHandler, onUnsubscribed: RedisSubscriber.UnsubscribeHandler?) {
+    init(
+        onMessage: @escaping RedisSubscriber.MessageHandler,
+        onUnsubscribed: RedisSubscriber.UnsubscribeHandler?,
+        onReadComplete: (@Sendable () -> Void)?
+    ) {
         self.onMessage = onMessage
         self.onUnsubscribed = onUnsubscribed
+        self.onReadComplete = onReadComplete
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.onReadComplete?()
+        context.fireChannelReadComplete()
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -19,8 +19,9 @@ public protocol Broker: Sendable {
     func subscribe(_ room: Room) async throws
     /// Stops receiving envelopes for `room`.
     func unsubscribe(_ room: Room) async throws
-    /// Envelopes from other nodes, for every subscribed room.
-    var inbound: AsyncStream<Envelope> { get }
+    /// Where envelopes from other nodes go, for every subscribed room: the ``Relay`` attaches its data plane
+    /// once, when it is created, before anything is subscribed.
+    func attach(_ sink: InboundSink)
 
     /// Records how many local members this node has in `room` (for cluster-wide counts).
     func setPresence(_ room: Room, members: Int) async
@@ -28,4 +29,32 @@ public protocol Broker: Sendable {
     func presence(_ room: Room) async -> Int
     /// Ids of the nodes alive now.
     func liveNodes() async -> [String]
+}
+
+/// A relay's data plane as its broker sees it: envelopes go in on ``eventLoop``, a read batch at a time.
+public struct InboundSink: Sendable {
+    let plane: RelayPlane
+
+    /// Where the broker should read (connect its subscriber connections): envelopes handed in from there cost
+    /// no hop.
+    public var eventLoop: any EventLoop { self.plane.eventLoop }
+
+    /// An envelope from another node. On ``eventLoop``, follow the last envelope of a read with
+    /// ``endOfBatch()``; from any other thread it is one hop, and its own batch.
+    public func receive(_ envelope: Envelope) {
+        if self.plane.eventLoop.inEventLoop {
+            self.plane.receive(envelope)
+        } else {
+            let plane = self.plane
+            plane.eventLoop.execute {
+                plane.receive(envelope)
+                plane.endOfBatch()
+            }
+        }
+    }
+
+    /// The end of a read: members written to since the last call are flushed, once each.
+    public func endOfBatch() {
+        if self.plane.eventLoop.inEventLoop { self.plane.endOfBatch() }
+    }
 }

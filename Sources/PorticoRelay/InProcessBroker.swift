@@ -39,13 +39,15 @@ public final class InProcessBroker: Broker {
     public let node: String
     private let hub: InProcessHub
     private let state = NIOLockedValueBox<(rooms: Set<Room>, presence: [Room: Int])>(([], [:]))
-    public let inbound: AsyncStream<Envelope>
-    private let continuation: AsyncStream<Envelope>.Continuation
+    private let sink = NIOLockedValueBox<InboundSink?>(nil)
 
     init(node: String, hub: InProcessHub) {
         self.node = node
         self.hub = hub
-        (self.inbound, self.continuation) = AsyncStream.makeStream()
+    }
+
+    public func attach(_ sink: InboundSink) {
+        self.sink.withLockedValue { $0 = sink }
     }
 
     /// A single node with nobody to talk to.
@@ -69,7 +71,8 @@ public final class InProcessBroker: Broker {
 
     func receive(_ envelope: Envelope) {
         let subscribed = self.state.withLockedValue { $0.rooms.contains(envelope.room) }
-        if subscribed { self.continuation.yield(envelope) }
+        guard subscribed, let sink = self.sink.withLockedValue({ $0 }) else { return }
+        sink.receive(envelope)  // another thread (the publisher's): one hop to the receiving plane, in order
     }
 
     public func setPresence(_ room: Room, members: Int) async {
@@ -94,6 +97,6 @@ public final class InProcessBroker: Broker {
     /// Leaves the hub (a node shutting down).
     public func shutdown() {
         self.hub.remove(self.node)
-        self.continuation.finish()
+        self.sink.withLockedValue { $0 = nil }
     }
 }

@@ -10,8 +10,9 @@ import ServiceLifecycle
 /// (``Configuration/Mode/cluster``) rooms are shard channels (SSUBSCRIBE/SPUBLISH routed by slot), with one
 /// subscriber connection per master that has rooms.
 ///
-/// A `Service`: `run()` owns both connections, reconnects with backoff and jitter, resubscribes every room,
-/// flushes publishes buffered meanwhile (bounded, oldest dropped first, every drop counted), keeps the node's
+/// A `Service`: `run()` connects once a ``Relay`` is attached (it reads Redis on the relay's event loop), owns
+/// both connections, reconnects with backoff and jitter, resubscribes every room, flushes publishes buffered
+/// meanwhile (bounded, oldest dropped first, every drop counted), keeps the node's
 /// heartbeat, presence and announcement keys fresh, and sends itself a probe through Redis every heartbeat:
 /// if probes stop coming back (a subscriber Redis cut off, a hung Redis), it reconnects and reports itself
 /// unhealthy until they flow again.
@@ -58,10 +59,10 @@ public actor RedisBroker: Broker, Service {
         case disconnected(String)
     }
 
-    public nonisolated let inbound: AsyncStream<Envelope>
+    /// The relay's data plane: its loop reads Redis, and envelopes go to it without a hop.
+    private nonisolated let sink = NIOLockedValueBox<InboundSink?>(nil)
     /// Every state change, for health checks and metrics.
     public nonisolated let states: AsyncStream<State>
-    private let inboundContinuation: AsyncStream<Envelope>.Continuation
     private let stateContinuation: AsyncStream<State>.Continuation
     private let configuration: Configuration
     private let logger: Logger
@@ -86,7 +87,6 @@ public actor RedisBroker: Broker, Service {
     public init(configuration: Configuration, logger: Logger = Logger(label: "portico.relay.redis")) {
         self.configuration = configuration
         self.logger = logger
-        (self.inbound, self.inboundContinuation) = AsyncStream.makeStream()
         (self.states, self.stateContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(16))
     }
 
@@ -105,6 +105,10 @@ public actor RedisBroker: Broker, Service {
     private static func presenceKey(_ room: Room) -> String { "portico:v1:presence:\(room.name)" }
 
     // MARK: Broker
+
+    public nonisolated func attach(_ sink: InboundSink) {
+        self.sink.withLockedValue { $0 = sink }
+    }
 
     public func publish(_ envelope: Envelope) async throws {
         try envelope.checkEncodable()
@@ -229,11 +233,22 @@ public actor RedisBroker: Broker, Service {
 
     private func connect() async throws {
         let node = self.configuration.node
-        let continuation = self.inboundContinuation
-        let onMessage: InboundHandler = { _, payload in
-            if let envelope = Envelope(decoding: payload), envelope.origin != node { continuation.yield(envelope) }
+        // Connected before a relay is attached, the subscriber would read for nobody: wait for it (startup).
+        var attached = self.sink.withLockedValue { $0 }
+        while attached == nil {
+            try await Task.sleep(for: .milliseconds(10))
+            attached = self.sink.withLockedValue { $0 }
         }
-        let link = try await self.makeLink(onMessage: onMessage)
+        guard let sink = attached else { return }
+        // On the subscriber's event loop, the plane's when a relay is attached: no hop per message.
+        let inbound = Inbound(
+            eventLoop: sink.eventLoop,
+            message: { _, payload in
+                if let envelope = Envelope(decoding: payload), envelope.origin != node { sink.receive(envelope) }
+            },
+            endOfBatch: { sink.endOfBatch() }
+        )
+        let link = try await self.makeLink(inbound)
         self.link = link
         try await link.subscribe(self.rooms.map { Self.redisChannel(for: $0) })
         try await self.heartbeat()
@@ -306,19 +321,15 @@ public actor RedisBroker: Broker, Service {
     }
 
     /// Connects the link the configured mode calls for.
-    private func makeLink(onMessage: @escaping InboundHandler) async throws -> any RedisLink {
+    private func makeLink(_ inbound: Inbound) async throws -> any RedisLink {
         switch self.configuration.mode {
         case .standalone:
-            try await StandaloneRedisLink.connect(
-                url: self.configuration.url,
-                node: self.configuration.node,
-                onMessage: onMessage
-            )
+            try await StandaloneRedisLink.connect(url: self.configuration.url, node: self.configuration.node, inbound)
         case .cluster(let seeds):
             try await ClusterRedisLink.connect(
                 seeds: [self.configuration.url] + seeds,
                 node: self.configuration.node,
-                onMessage: onMessage
+                inbound
             )
         }
     }
@@ -327,8 +338,9 @@ public actor RedisBroker: Broker, Service {
     private func leave() async {
         self.setState(.disconnected("stopped"))
         await self.disconnect()
-        self.inboundContinuation.finish()
-        guard let link = try? await self.makeLink(onMessage: { _, _ in }) else { return }
+        guard let link = try? await self.makeLink(Inbound(eventLoop: nil, message: { _, _ in }, endOfBatch: {})) else {
+            return
+        }
         var commands: [(arguments: [String], key: String)] = [(["DEL", self.aliveKey], self.aliveKey)]
         if let service = self.configuration.service {
             let key = "portico:v1:node:\(service):\(self.configuration.node)"

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import PorticoRESP
 
 /// What a ``RedisBroker`` talks through: the connections to one Redis, or to the shards of a Redis Cluster.
@@ -37,7 +38,15 @@ extension RedisLink {
     }
 }
 
-typealias InboundHandler = @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
+/// What a link does with what its subscriber connections read.
+struct Inbound: Sendable {
+    /// Where to connect the subscriber connections (the relay's data plane), or nil for any loop.
+    let eventLoop: (any EventLoop)?
+    /// A message of a room's channel, on the subscriber's event loop.
+    let message: RedisSubscriber.MessageHandler
+    /// The end of a subscriber's read batch.
+    let endOfBatch: @Sendable () -> Void
+}
 
 /// One Redis: a pipelined connection for commands and publishes, a SUBSCRIBE connection for rooms and probes.
 final class StandaloneRedisLink: RedisLink {
@@ -46,15 +55,15 @@ final class StandaloneRedisLink: RedisLink {
     private let probeChannel: String
     private let probes: ProbeClock
 
-    static func connect(
-        url: RedisURL,
-        node: String,
-        onMessage: @escaping InboundHandler
-    ) async throws -> StandaloneRedisLink {
+    static func connect(url: RedisURL, node: String, _ inbound: Inbound) async throws -> StandaloneRedisLink {
         let probes = ProbeClock()
         let probeChannel = "portico:v1:probe:\(node)"
-        let subscriber = try await RedisSubscriber.connect(to: url) { channel, payload in
-            if channel == probeChannel { probes.record() } else { onMessage(channel, payload) }
+        let subscriber = try await RedisSubscriber.connect(
+            to: url,
+            group: inbound.eventLoop ?? MultiThreadedEventLoopGroup.singleton,
+            onReadComplete: inbound.endOfBatch
+        ) { channel, payload in
+            if channel == probeChannel { probes.record() } else { inbound.message(channel, payload) }
         }
         let connection: RedisConnection
         do {
@@ -134,25 +143,21 @@ actor ClusterRedisLink: RedisLink {
 
     private let client: RedisClusterClient
     private let node: String
-    private let onMessage: InboundHandler
+    private let inbound: Inbound
     private var shards: [RedisClusterClient.NodeAddress: Shard] = [:]
     /// The master each subscribed channel is subscribed on.
     private var placed: [String: RedisClusterClient.NodeAddress] = [:]
     /// A shard subscriber closed by something else than ``close()``.
     private var lostShard = false
 
-    static func connect(
-        seeds: [RedisURL],
-        node: String,
-        onMessage: @escaping InboundHandler
-    ) async throws -> ClusterRedisLink {
-        ClusterRedisLink(client: try await RedisClusterClient.connect(seeds: seeds), node: node, onMessage: onMessage)
+    static func connect(seeds: [RedisURL], node: String, _ inbound: Inbound) async throws -> ClusterRedisLink {
+        ClusterRedisLink(client: try await RedisClusterClient.connect(seeds: seeds), node: node, inbound: inbound)
     }
 
-    private init(client: RedisClusterClient, node: String, onMessage: @escaping InboundHandler) {
+    private init(client: RedisClusterClient, node: String, inbound: Inbound) {
         self.client = client
         self.node = node
-        self.onMessage = onMessage
+        self.inbound = inbound
     }
 
     var isActive: Bool {
@@ -259,15 +264,17 @@ actor ClusterRedisLink: RedisLink {
         if let shard = self.shards[owner] { return shard }
         let probes = ProbeClock()
         let probeChannel = try await self.probeChannel(on: owner)
-        let onMessage = self.onMessage
+        let inbound = self.inbound
         let subscriber = try await RedisSubscriber.connect(
             to: await self.client.url(of: owner),
+            group: inbound.eventLoop ?? MultiThreadedEventLoopGroup.singleton,
             onUnsubscribed: { [weak self] channel in
                 guard let self else { return }
                 Task { await self.lost(channel, on: owner) }
             },
+            onReadComplete: inbound.endOfBatch,
             onMessage: { channel, payload in
-                if channel.hasPrefix("portico:v1:probe:") { probes.record() } else { onMessage(channel, payload) }
+                if channel.hasPrefix("portico:v1:probe:") { probes.record() } else { inbound.message(channel, payload) }
             }
         )
         subscriber.closeFuture.whenComplete { [weak self] _ in

@@ -1,7 +1,7 @@
 import CoreMetrics
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 /// Rooms and their local members on one chat node, linked to the other nodes through a ``Broker``.
 ///
@@ -9,6 +9,10 @@ import NIOCore
 /// nodes; the broker's echo of it is ignored. Each envelope carries the origin's epoch and a per-room
 /// sequence, so every member gets each message exactly once, in per-sender order, and a gap (a message the
 /// broker lost) is counted as loss, never silent.
+///
+/// The actor is the control plane (join, leave, presence, sequences). Messages from other nodes never pass
+/// through it: the broker hands them to the relay's data plane on an event loop (``eventLoop``), which frames
+/// each message once and writes it to every local member, flushing each member once per read batch.
 public actor Relay {
     /// Hands a message to one member. It must not block (write to a socket, queue, or drop), so that a slow
     /// member never delays the others.
@@ -17,10 +21,15 @@ public actor Relay {
     public let node: String
     private let broker: any Broker
     private let logger: Logger
+    let plane: RelayPlane
+    /// Where the data plane runs: members on this loop are written to without a hop.
+    public nonisolated var eventLoop: any EventLoop { self.plane.eventLoop }
     /// Every table keyed by room loses the room's entry when its last local member leaves (``leave(_:member:)``),
     /// so rooms that come and go (unique names, forever) do not grow this node's memory; `unjoinedSequences` is
-    /// the one exception, and it is capped.
-    private var members: [Room: [String: Delivery]] = [:]
+    /// the one exception, and it is capped. The members themselves, and the sequences seen, are the plane's.
+    private var members: [Room: Set<String>] = [:]
+    /// The channel writers of members that joined as channels, with the number of rooms each is in.
+    private var channels: [String: (writer: RelayMemberChannel, rooms: Int)] = [:]
     /// The epoch and last sequence this node published under, per room with local members.
     private var sequences: [Room: (epoch: UInt64, sequence: UInt64)] = [:]
     /// The same for rooms without local members that this node published into (a presence update after its
@@ -32,17 +41,17 @@ public actor Relay {
     /// room has since been joined (or forgotten and remembered again) is stale and skipped.
     private var unjoinedOrder = CircularBuffer<(room: Room, stamp: UInt64)>()
     private var unjoinedStamp: UInt64 = 0
-    /// Last sequence seen per room and origin node, with the origin's epoch for that room.
-    private var seen: [Room: [String: (epoch: UInt64, sequence: UInt64)]] = [:]
     /// Messages other nodes sent that never arrived here.
-    public private(set) var lost = 0
-    /// Messages delivered to local members (each member counted once).
-    public private(set) var delivered = 0
+    public var lost: Int {
+        get async { (try? await self.plane.eventLoop.submit { self.plane.lost }.get()) ?? 0 }
+    }
+    /// Messages handed to local members (each member counted once).
+    public var delivered: Int {
+        get async { (try? await self.plane.eventLoop.submit { self.plane.delivered }.get()) ?? 0 }
+    }
 
-    /// Origins remembered per room at most: a legitimate cluster has a few nodes, but anyone who can publish to
-    /// Redis could invent a new origin per message. Past the limit an arbitrary origin is forgotten; its next
-    /// message then only starts a new baseline (neither delivered twice nor counted as loss in the normal case).
-    static let maxOriginsPerRoom = 1_024
+    /// Origins remembered per room at most (see ``RelayPlane/maxOriginsPerRoom``).
+    static let maxOriginsPerRoom = RelayPlane.maxOriginsPerRoom
     /// Rooms without local members whose outgoing sequence is remembered, at most.
     static let maxUnjoinedRooms = 1_024
 
@@ -54,18 +63,37 @@ public actor Relay {
     /// Per-member queues of members that joined with an async delivery.
     private var queues:
         [MemberRoom: (continuation: AsyncStream<ByteBuffer>.Continuation, consumer: Task<Void, Never>)] = [:]
-    private let slowMemberDrops = DropCounter()
-    private let lostCounter: Counter
+    private let slowMemberDrops: SlowMemberDrops
 
     /// - Parameters:
     ///   - node: this node's id, unique in the cluster.
     ///   - broker: how envelopes reach the other nodes (``RedisBroker``, or ``InProcessBroker`` for one node).
+    ///   - eventLoop: where the data plane runs (and the broker reads Redis); members on other loops get one hop
+    ///     per loop per read batch. Default: one of `MultiThreadedEventLoopGroup.singleton`'s.
     ///   - logger: for loss reports.
-    public init(node: String, broker: any Broker, logger: Logger = Logger(label: "portico.relay")) {
+    public init(
+        node: String,
+        broker: any Broker,
+        eventLoop: (any EventLoop)? = nil,
+        logger: Logger = Logger(label: "portico.relay")
+    ) {
         self.node = node
         self.broker = broker
         self.logger = logger
-        self.lostCounter = Counter(label: "portico_relay_lost_messages_total", dimensions: [("node", node)])
+        self.slowMemberDrops = SlowMemberDrops(node: node)
+        let lostCounter = Counter(label: "portico_relay_lost_messages_total", dimensions: [("node", node)])
+        lostCounter.increment(by: 0)  // exported at 0, not only after the first loss
+        self.plane = RelayPlane(
+            node: node,
+            eventLoop: eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+        ) { origin, room, gap in
+            lostCounter.increment(by: Int64(clamping: gap))
+            logger.warning(
+                "relay lost messages",
+                metadata: ["portico.origin": "\(origin)", "portico.room": "\(room)", "portico.lost": "\(gap)"]
+            )
+        }
+        broker.attach(InboundSink(plane: self.plane))
     }
 
     /// Adds `member` to `room`; the first local member subscribes this node to the room.
@@ -76,9 +104,37 @@ public actor Relay {
     ///   - deliver: called with every message for the room.
     /// - Throws: ``RelayError/envelopeFieldTooLong`` when the room's name is longer than an envelope can carry.
     public func join(_ room: Room, member: String, deliver: @escaping Delivery) async throws {
+        try await self.join(room, member: member, as: .closure(deliver))
+    }
+
+    /// Adds a WebSocket `channel` (NIO-level entry): every message of `room` is written to it as one text frame,
+    /// pre-encoded once per message for all members and written below the channel's `WebSocketFrameEncoder`
+    /// (NIOWebSocket's, which must be in its pipeline), on the channel's event loop; the channel is flushed once
+    /// per read batch. While the channel is not writable (its client does not read), messages for it are
+    /// dropped and counted in ``droppedForSlowMembers``: a slow member never slows its room.
+    ///
+    /// - Parameters:
+    ///   - room: the room to join.
+    ///   - member: an id unique in the cluster; one channel is one member, in as many rooms as it joins.
+    ///   - channel: the member's WebSocket channel.
+    public func join(_ room: Room, member: String, channel: any Channel) async throws {
+        guard !(self.members[room]?.contains(member) ?? false) else { return }
+        let writer: RelayMemberChannel
+        if let existing = self.channels[member] {
+            writer = existing.writer
+        } else {
+            writer = try await RelayMemberChannel.make(channel, drops: self.slowMemberDrops)
+        }
+        try await self.join(room, member: member, as: .channel(writer))
+        self.channels[member] = (writer, (self.channels[member]?.rooms ?? 0) + 1)
+    }
+
+    private func join(_ room: Room, member: String, as target: RelayPlane.Member) async throws {
         try Envelope.check(origin: self.node, room: room, except: [member], payloadLength: 0)
         let first = self.members[room]?.isEmpty ?? true
-        self.members[room, default: [:]][member] = deliver
+        self.members[room, default: []].insert(member)
+        let plane = self.plane
+        try await plane.eventLoop.submit { plane.add(target, id: member, to: room) }.get()
         if first, let sequence = self.unjoinedSequences.removeValue(forKey: room) {
             self.sequences[room] = (sequence.epoch, sequence.sequence)  // it goes on where it was: same epoch
         }
@@ -108,10 +164,7 @@ public actor Relay {
         let drops = self.slowMemberDrops
         do {
             try await self.join(room, member: member) { payload in
-                if case .dropped = continuation.yield(payload) {
-                    drops.add()
-                    Counter(label: "portico_relay_slow_member_drops_total").increment()
-                }
+                if case .dropped = continuation.yield(payload) { drops.add() }
             }
         } catch {
             continuation.finish()  // ends the consumer task: nothing will ever leave this room for it
@@ -121,11 +174,16 @@ public actor Relay {
     }
 
     /// Messages dropped because a member's queue was full.
-    public var droppedForSlowMembers: Int { self.slowMemberDrops.count }
+    public nonisolated var droppedForSlowMembers: Int { self.slowMemberDrops.count }
 
     /// Removes `member` from `room`; the last local member unsubscribes this node.
     public func leave(_ room: Room, member: String) async throws {
-        guard self.members[room]?.removeValue(forKey: member) != nil else { return }
+        guard self.members[room]?.remove(member) != nil else { return }
+        let plane = self.plane
+        try? await plane.eventLoop.submit { plane.remove(member, from: room) }.get()
+        if let existing = self.channels[member] {
+            self.channels[member] = existing.rooms > 1 ? (existing.writer, existing.rooms - 1) : nil
+        }
         if let queue = self.queues.removeValue(forKey: MemberRoom(member: member, room: room)) {
             queue.continuation.finish()
         }
@@ -143,7 +201,6 @@ public actor Relay {
             // unconfirmed batch holding messages of both epochs, a receiver that already had some of them can
             // deliver those again, since it cannot tell which epoch is the older.
             self.members[room] = nil
-            self.seen[room] = nil
             if let sequence = self.sequences.removeValue(forKey: room) {
                 self.rememberUnjoined(sequence, for: room)
             }
@@ -154,7 +211,7 @@ public actor Relay {
 
     /// Removes `member` from every room it is in (a socket that closed).
     public func leaveAll(member: String) async {
-        for room in self.members.keys where self.members[room]?[member] != nil {
+        for room in self.members.keys where self.members[room]?.contains(member) == true {
             try? await self.leave(room, member: member)
         }
     }
@@ -177,7 +234,15 @@ public actor Relay {
         async throws
     {
         try Envelope.check(origin: self.node, room: room, except: except, payloadLength: payload.readableBytes)
-        self.deliverLocally(payload, room: room, except: except)
+        if self.members[room] != nil {
+            // In order with everything else the plane does; the caller does not wait for the writes.
+            let plane = self.plane
+            let except = Array(except)
+            plane.eventLoop.execute {
+                plane.deliver(payload, to: room, except: except)
+                plane.endOfBatch()
+            }
+        }
         guard !localOnly else { return }
         let (epoch, sequence) = self.nextSequence(in: room)
         let envelope = Envelope(
@@ -208,68 +273,29 @@ public actor Relay {
     /// Entries in the per-room tables (members, member queues, sequences sent and seen): 0 whenever no room has
     /// local members, however many rooms came and went.
     package var roomStateCount: Int {
-        self.members.count + self.queues.count + self.sequences.count + self.seen.count
+        get async {
+            let plane = self.plane
+            let planeCount = (try? await plane.eventLoop.submit { plane.roomStateCount }.get()) ?? 0
+            return self.members.count + self.queues.count + self.sequences.count + self.channels.count + planeCount
+        }
+    }
+
+    /// Returns once the data plane has done everything handed to it so far (local deliveries, received
+    /// envelopes): for tests and orderly shutdowns.
+    package func settle() async {
+        try? await self.plane.eventLoop.submit {}.get()
     }
 
     /// Rooms without local members whose outgoing sequence is remembered: at most ``maxUnjoinedRooms``.
     package var unjoinedSequenceCount: Int { self.unjoinedSequences.count }
 
-    /// Delivers what other nodes publish; runs until the broker's inbound stream ends.
-    public func run() async {
-        for await envelope in self.broker.inbound {
-            self.receive(envelope)
-        }
-    }
-
-    func receive(_ envelope: Envelope) {
-        guard envelope.origin != self.node else { return }  // our own echo: delivered at publish time
-        // No local members: a message that was in flight when the room was left. Recording its sequence
-        // would make the next join see a "gap" of messages that were never meant for this node.
-        guard self.members[envelope.room] != nil else { return }
-        guard let gap = Self.record(envelope, in: &self.seen[envelope.room, default: [:]]) else {
-            return  // a duplicate: exactly once
-        }
-        if gap > 0 {
-            // Sequences come off the wire: a broken or hostile publisher can make the gap as large as UInt64 allows.
-            let (sum, overflow) = self.lost.addingReportingOverflow(Int(clamping: gap))
-            self.lost = overflow ? .max : sum
-            self.lostCounter.increment(by: Int64(clamping: gap))
-            self.logger.warning(
-                "relay lost messages",
-                metadata: [
-                    "portico.origin": "\(envelope.origin)", "portico.room": "\(envelope.room)",
-                    "portico.lost": "\(gap)",
-                ]
-            )
-        }
-        self.deliverLocally(envelope.payload, room: envelope.room, except: Set(envelope.except))
-    }
-
-    /// Records `envelope` in its room's table of origins; returns the messages missing before it, or nil for
-    /// a duplicate. The first message of an origin, or of a new epoch, is a baseline: no gap.
-    private static func record(
-        _ envelope: Envelope,
-        in origins: inout [String: (epoch: UInt64, sequence: UInt64)]
-    ) -> UInt64? {
-        var gap: UInt64 = 0
-        if let last = origins[envelope.origin] {
-            if last.epoch == envelope.epoch {
-                if envelope.sequence <= last.sequence { return nil }
-                gap = envelope.sequence - last.sequence - 1  // no underflow: sequence > last.sequence
-            }
-        } else if origins.count >= Self.maxOriginsPerRoom, let any = origins.keys.first {
-            origins[any] = nil
-        }
-        origins[envelope.origin] = (envelope.epoch, envelope.sequence)
-        return gap
-    }
-
-    private func deliverLocally(_ payload: ByteBuffer, room: Room, except: Set<String>) {
-        guard let members = self.members[room] else { return }
-        for (member, deliver) in members where !except.contains(member) {
-            deliver(payload)
-            self.delivered += 1
-        }
+    /// Hands `envelope` to the data plane as if the broker had received it, and waits until it was delivered.
+    func receive(_ envelope: Envelope) async {
+        let plane = self.plane
+        try? await plane.eventLoop.submit {
+            plane.receive(envelope)
+            plane.endOfBatch()
+        }.get()
     }
 
     /// The epoch and sequence for this node's next message into `room`.
@@ -311,11 +337,4 @@ public actor Relay {
     private static func newEpoch() -> UInt64 {
         UInt64.random(in: 1...UInt64.max)
     }
-}
-
-/// Counts drops from delivery closures, which run synchronously inside the relay.
-final class DropCounter: Sendable {
-    private let value = NIOLockedValueBox(0)
-    func add() { self.value.withLockedValue { $0 += 1 } }
-    var count: Int { self.value.withLockedValue { $0 } }
 }

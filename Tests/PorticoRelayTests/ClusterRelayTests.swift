@@ -25,7 +25,7 @@ import Testing
             }
             self.brokers = brokers
             self.relays = (0..<3).map { Relay(node: "node-\($0 + 1)", broker: brokers[$0]) }
-            self.tasks = tasks + self.relays.map { relay in Task { await relay.run() } }
+            self.tasks = tasks
         }
 
         func healthy() async -> Bool {
