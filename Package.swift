@@ -142,6 +142,7 @@ let package = Package(
             name: "PorticoRelayTests",
             dependencies: [
                 "PorticoRelay", "PorticoRESP", "PorticoTestSupport", nio("NIOCore"), nio("NIOConcurrencyHelpers"),
+                nio("NIOEmbedded"), nio("NIOWebSocket"),
             ],
             swiftSettings: settings
         ),

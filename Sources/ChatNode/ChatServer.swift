@@ -195,7 +195,13 @@ final class ChatHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     return PrometheusMetricsFactory.defaultRegistry.emitToString()
                 }
                 promise.futureResult.assumeIsolated().whenSuccess { text in
-                    self.respond(.ok, type: "text/plain; version=0.0.4", body: text, keepAlive: keepAlive, context: context)
+                    self.respond(
+                        .ok,
+                        type: "text/plain; version=0.0.4",
+                        body: text,
+                        keepAlive: keepAlive,
+                        context: context
+                    )
                 }
             default:
                 self.respond(

@@ -203,10 +203,13 @@ public final class RelayMemberChannel: @unchecked Sendable {
 
     /// The writer for `channel`, whose pipeline must hold NIOWebSocket's `WebSocketFrameEncoder`.
     static func make(_ channel: any Channel, drops: SlowMemberDrops) async throws -> RelayMemberChannel {
-        try await channel.eventLoop.submit {
-            let context = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
-            return RelayMemberChannel(eventLoop: channel.eventLoop, context: context, drops: drops)
-        }.get()
+        try await channel.eventLoop.submit { try Self.make(onItsLoop: channel, drops: drops) }.get()
+    }
+
+    /// The same, on `channel`'s event loop.
+    static func make(onItsLoop channel: any Channel, drops: SlowMemberDrops) throws -> RelayMemberChannel {
+        let context = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        return RelayMemberChannel(eventLoop: channel.eventLoop, context: context, drops: drops)
     }
 
     /// Writes one frame unless the client does not read what it is sent (then the message is dropped and
