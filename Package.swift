@@ -135,7 +135,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PorticoRESPTests",
-            dependencies: ["PorticoRESP", "PorticoTestSupport", nio("NIOCore")],
+            dependencies: ["PorticoRESP", "PorticoTestSupport", nio("NIOCore"), nio("NIOConcurrencyHelpers")],
             swiftSettings: settings
         ),
         .testTarget(

@@ -4,11 +4,11 @@ import NIOPosix
 
 /// One connection to Redis speaking RESP2: commands are pipelined and their replies matched in order.
 ///
-/// All I/O is SwiftNIO; hiredis only parses. A command that gets no reply within `commandTimeout` closes the
-/// connection (a stopped Redis looks exactly like that), failing every pending command.
+/// All I/O is SwiftNIO; hiredis only parses. While commands wait, a reply must come within `commandTimeout` of
+/// the one before, or the connection closes (a stopped Redis looks exactly like that), failing every pending
+/// command.
 public final class RedisConnection: Sendable {
     private let channel: any Channel
-    private let commandTimeout: TimeAmount
 
     /// The reply was a RESP error, such as `ERR unknown command`.
     public struct ServerError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -33,9 +33,8 @@ public final class RedisConnection: Sendable {
         }
     }
 
-    private init(channel: any Channel, commandTimeout: TimeAmount) {
+    private init(channel: any Channel) {
         self.channel = channel
-        self.commandTimeout = commandTimeout
     }
 
     /// Connects, authenticates and selects the database the URL names.
@@ -56,11 +55,11 @@ public final class RedisConnection: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RESPClientHandler())
+                    try channel.pipeline.syncOperations.addHandler(RESPClientHandler(timeout: commandTimeout))
                 }
             }
         let channel = try await bootstrap.connect(hostOrAddress: url.host, port: url.port).get()
-        let connection = RedisConnection(channel: channel, commandTimeout: commandTimeout)
+        let connection = RedisConnection(channel: channel)
         do {
             if let password = url.password {
                 _ = try await connection.send(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password])
@@ -89,8 +88,19 @@ public final class RedisConnection: Sendable {
     /// and their replies come back in the order they were written.
     public func enqueue(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
         let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
-        let command = RESPClientHandler.Command(arguments: arguments, promise: promise, timeout: self.commandTimeout)
-        self.channel.writeAndFlush(command, promise: nil)
+        self.channel.writeAndFlush(RESPClientHandler.Outbound.command(arguments, promise), promise: nil)
+        return promise.futureResult
+    }
+
+    /// Publishes every message of `batch` in one write, pipelined; the future succeeds once Redis answered
+    /// them all (their replies are counted, not kept) and fails with the first error reply.
+    public func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) -> EventLoopFuture<Void> {
+        let promise = self.channel.eventLoop.makePromise(of: Void.self)
+        guard !batch.isEmpty else {
+            promise.succeed()
+            return promise.futureResult
+        }
+        self.channel.writeAndFlush(RESPClientHandler.Outbound.publish(batch, promise), promise: nil)
         return promise.futureResult
     }
 
@@ -102,43 +112,111 @@ public final class RedisConnection: Sendable {
 }
 
 /// Encodes commands, decodes replies with hiredis, and completes waiting commands in order.
+///
+/// One deadline for the whole connection, not a timer per command: while anything waits for a reply, a reply
+/// must come within `timeout` of the previous one (or of the write that found nothing waiting), else the
+/// connection is closed (a stopped Redis looks exactly like that) and everything waiting fails.
 final class RESPClientHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = Command
+    typealias OutboundIn = Outbound
     typealias OutboundOut = ByteBuffer
 
-    struct Command: Sendable {
-        let arguments: [ByteBuffer]
-        let promise: EventLoopPromise<RESPValue>
-        let timeout: TimeAmount
+    enum Outbound: Sendable {
+        /// One command whose reply is wanted.
+        case command([ByteBuffer], EventLoopPromise<RESPValue>)
+        /// PUBLISH channel payload, for each entry; one promise for all of their replies.
+        case publish([(channel: ByteBuffer, payload: ByteBuffer)], EventLoopPromise<Void>)
+    }
+
+    private enum Waiter {
+        case reply(EventLoopPromise<RESPValue>)
+        /// `remaining` replies still to come for one batch, and the first error among those that came.
+        case counted(remaining: Int, error: String?, EventLoopPromise<Void>)
     }
 
     private let reader = RESPReader()
-    private var waiting = CircularBuffer<(promise: EventLoopPromise<RESPValue>, deadline: Scheduled<Void>?)>()
+    private let timeout: TimeAmount
+    private var waiting = CircularBuffer<Waiter>()
+    /// When the oldest waiting command last saw progress: its write, or the reply before it.
+    private var lastProgress = NIODeadline.now()
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    private static let publishCommand = ByteBuffer(string: "PUBLISH")
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let command = Self.unwrapOutboundIn(data)
+        let outbound = Self.unwrapOutboundIn(data)
         guard context.channel.isActive else {
-            command.promise.fail(RedisConnection.ConnectionError(message: "connection closed"))
+            let error = RedisConnection.ConnectionError(message: "connection closed")
+            switch outbound {
+            case .command(_, let waiter): waiter.fail(error)
+            case .publish(_, let waiter): waiter.fail(error)
+            }
+            promise?.fail(error)
             return
         }
-        var buffer = context.channel.allocator.buffer(capacity: 64)
-        RESPEncoder.encode(command.arguments, into: &buffer)
-        let channel = context.channel
-        let timer = context.eventLoop.scheduleTask(in: command.timeout) {
-            channel.close(promise: nil)  // no reply in time: treat Redis as gone
+        if self.waiting.isEmpty { self.lastProgress = .now() }
+        var buffer: ByteBuffer
+        switch outbound {
+        case .command(let arguments, let waiter):
+            buffer = context.channel.allocator.buffer(capacity: 64)
+            RESPEncoder.encode(arguments, into: &buffer)
+            self.waiting.append(.reply(waiter))
+        case .publish(let batch, let waiter):
+            buffer = context.channel.allocator.buffer(
+                capacity: batch.reduce(0) { $0 + $1.channel.readableBytes + $1.payload.readableBytes + 48 }
+            )
+            for entry in batch {
+                RESPEncoder.encode([Self.publishCommand, entry.channel, entry.payload], into: &buffer)
+            }
+            self.waiting.append(.counted(remaining: batch.count, error: nil, waiter))
         }
-        self.waiting.append((command.promise, timer))
+        self.armDeadline(context: context)
         context.write(Self.wrapOutboundOut(buffer), promise: promise)
+    }
+
+    private func armDeadline(context: ChannelHandlerContext) {
+        guard self.deadline == nil else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.deadline = context.eventLoop.scheduleTask(deadline: self.lastProgress + self.timeout) {
+            let (handler, context) = loopBound.value
+            handler.deadline = nil
+            guard !handler.waiting.isEmpty else { return }  // idle: disarmed until the next write
+            if NIODeadline.now() >= handler.lastProgress + handler.timeout {
+                context.close(promise: nil)  // no reply in time: treat Redis as gone
+            } else {
+                handler.armDeadline(context: context)
+            }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
             try self.reader.feed(Self.unwrapInboundIn(data))
             while let reply = try self.reader.next() {
-                guard let waiter = self.waiting.popFirst() else { continue }
-                waiter.deadline?.cancel()
-                waiter.promise.succeed(reply)
+                guard let waiter = self.waiting.first else { continue }
+                self.lastProgress = .now()
+                switch waiter {
+                case .reply(let promise):
+                    self.waiting.removeFirst()
+                    promise.succeed(reply)
+                case .counted(let remaining, var error, let promise):
+                    if error == nil, case .error(let message) = reply { error = message }
+                    if remaining > 1 {
+                        let first = self.waiting.startIndex
+                        self.waiting[first] = .counted(remaining: remaining - 1, error: error, promise)
+                        continue
+                    }
+                    self.waiting.removeFirst()
+                    if let error {
+                        promise.fail(RedisConnection.ServerError(message: error))
+                    } else {
+                        promise.succeed()
+                    }
+                }
             }
         } catch {
             context.fireErrorCaught(error)
@@ -147,9 +225,14 @@ final class RESPClientHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.deadline?.cancel()
+        self.deadline = nil
+        let error = RedisConnection.ConnectionError(message: "connection to Redis closed")
         while let waiter = self.waiting.popFirst() {
-            waiter.deadline?.cancel()
-            waiter.promise.fail(RedisConnection.ConnectionError(message: "connection to Redis closed"))
+            switch waiter {
+            case .reply(let promise): promise.fail(error)
+            case .counted(_, _, let promise): promise.fail(error)
+            }
         }
         context.fireChannelInactive()
     }

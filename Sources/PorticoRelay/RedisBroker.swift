@@ -385,9 +385,11 @@ public actor RedisBroker: Broker, Service {
             let count = min(256, self.outbox.count)
             var batch: [(channel: ByteBuffer, payload: ByteBuffer)] = []
             batch.reserveCapacity(count)
+            var channel: (room: Room, name: ByteBuffer)?
             for index in 0..<count {
-                let channel = ByteBuffer(string: Self.redisChannel(for: self.outboxRooms[offset: index]))
-                batch.append((channel, self.outbox[offset: index]))
+                let room = self.outboxRooms[offset: index]
+                if channel?.room != room { channel = (room, ByteBuffer(string: Self.redisChannel(for: room))) }
+                batch.append((channel!.name, self.outbox[offset: index]))  // a busy room's name, built once
             }
             do {
                 try await link.publish(batch)

@@ -99,9 +99,7 @@ final class StandaloneRedisLink: RedisLink {
     }
 
     func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws {
-        let command = ByteBuffer(string: "PUBLISH")
-        let futures = batch.map { self.connection.enqueue([command, $0.channel, $0.payload]) }
-        for future in futures { _ = try await future.get() }
+        try await self.connection.publish(batch).get()
     }
 
     var keyspace: RedisKeyspace { .single(self.connection) }
