@@ -6,7 +6,8 @@ import NIOPosix
 /// on the connection's event loop, and `onReadComplete` follows the last message of each read;
 /// SUBSCRIBE, SSUBSCRIBE and their opposites wait for their confirmations.
 public final class RedisSubscriber: Sendable {
-    public typealias MessageHandler = @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
+    /// A message: its channel's name and its payload, as the bytes Redis sent (no String per message).
+    public typealias MessageHandler = @Sendable (_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void
     /// Redis ended a subscription on its own: a Redis Cluster shard lost the channel's slot.
     public typealias UnsubscribeHandler = @Sendable (_ channel: String) -> Void
 
@@ -152,12 +153,15 @@ private final class SubscriberHandler: ChannelDuplexHandler {
                 if case .array(let parts?) = reply, parts.count == 3, case .bulkString(let kindBytes?) = parts[0],
                     case .bulkString(let channel?) = parts[1]
                 {
-                    let kind = String(buffer: kindBytes)
-                    if kind == "message" || kind == "smessage", case .bulkString(let payload?) = parts[2] {
-                        self.onMessage(String(buffer: channel), payload)
+                    let kind = kindBytes.readableBytesView
+                    if kind.elementsEqual("message".utf8) || kind.elementsEqual("smessage".utf8),
+                        case .bulkString(let payload?) = parts[2]
+                    {
+                        self.onMessage(channel, payload)
                         continue
                     }
-                    if kind.hasSuffix("unsubscribe"), self.waiting.first?.kind != kind {
+                    let name = String(buffer: kindBytes)  // a confirmation or a lost slot: rare, not per message
+                    if name.hasSuffix("unsubscribe"), self.waiting.first?.kind != name {
                         self.onUnsubscribed?(String(buffer: channel))
                         continue
                     }

@@ -88,6 +88,9 @@ public actor RedisBroker: Broker, Service {
         self.configuration = configuration
         self.logger = logger
         (self.states, self.stateContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(16))
+        // Exported at 0 from the start, not only once something was dropped.
+        Counter(label: "portico_relay_dropped_publishes_total", dimensions: [("node", configuration.node)])
+            .increment(by: 0)
     }
 
     /// Connected, and probes through Redis come back: the node can serve (its `/healthz` says so).

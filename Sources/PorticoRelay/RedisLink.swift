@@ -58,12 +58,13 @@ final class StandaloneRedisLink: RedisLink {
     static func connect(url: RedisURL, node: String, _ inbound: Inbound) async throws -> StandaloneRedisLink {
         let probes = ProbeClock()
         let probeChannel = "portico:v1:probe:\(node)"
+        let probeBytes = ByteBuffer(string: probeChannel)
         let subscriber = try await RedisSubscriber.connect(
             to: url,
             group: inbound.eventLoop ?? MultiThreadedEventLoopGroup.singleton,
             onReadComplete: inbound.endOfBatch
         ) { channel, payload in
-            if channel == probeChannel { probes.record() } else { inbound.message(channel, payload) }
+            if channel == probeBytes { probes.record() } else { inbound.message(channel, payload) }
         }
         let connection: RedisConnection
         do {
@@ -272,7 +273,11 @@ actor ClusterRedisLink: RedisLink {
             },
             onReadComplete: inbound.endOfBatch,
             onMessage: { channel, payload in
-                if channel.hasPrefix("portico:v1:probe:") { probes.record() } else { inbound.message(channel, payload) }
+                if channel.readableBytesView.starts(with: probePrefix) {
+                    probes.record()
+                } else {
+                    inbound.message(channel, payload)
+                }
             }
         )
         subscriber.closeFuture.whenComplete { [weak self] _ in
@@ -326,6 +331,9 @@ actor ClusterRedisLink: RedisLink {
         if let shard = self.shards[owner], shard.subscriber === subscriber { self.lostShard = true }
     }
 }
+
+/// The channels of probes (`portico:v1:probe:…`), as bytes.
+private let probePrefix = Array("portico:v1:probe:".utf8)
 
 /// When a subscriber connection last heard its own probe back; written on the subscriber's event loop.
 final class ProbeClock: Sendable {
