@@ -13,11 +13,19 @@ struct Fanout: AsyncParsableCommand {
         abstract: "R rooms × M members through the balancer: delivery latency, missing and duplicate messages."
     )
 
-    @Option(help: "Balancer (or chat node) host:port (loopback).")
+    @Option(help: "Balancer (or chat node) host:port (loopback); several, comma-separated, take members in turn.")
     var target: String = "127.0.0.1:8080"
 
-    @Option(help: "Request path of the chat WebSocket endpoint.")
-    var path: String = "/ws"
+    @Option(help: "Request path of the chat WebSocket endpoint (default /ws, or Socket.IO's for --protocol socketio).")
+    var path: String?
+
+    @Option(
+        help: """
+            portico (the portico-chat protocol) or socketio (Engine.IO 4 over WebSocket: events join, say \
+            and message, as scripts/socketio_node.py serves them).
+            """
+    )
+    var `protocol`: FanoutProtocol = .portico
 
     @Option(help: "Rooms.")
     var rooms: Int = 10
@@ -43,20 +51,34 @@ struct Fanout: AsyncParsableCommand {
     var cpu: [String] = []
 
     func run() async throws {
-        let (host, port) = try parseTarget(self.target)
+        let targets = try self.target.split(separator: ",").map { try parseTarget(String($0)) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: self.threads)
         let results = NIOLockedValueBox(FanoutResults())
         var members: [(room: Int, channel: any Channel, ready: EventLoopFuture<String>)] = []
+        let wire = self.protocol
         for room in 0..<self.rooms {
             for member in 0..<self.members {
+                // Members take the targets in turn; each room's publisher (member 0) is on the first.
+                let (host, port) = targets[member % targets.count]
                 let ready = group.next().makePromise(of: String.self)
-                let path = "\(self.path)?client=bench-\(room)-\(member)"
+                let path =
+                    switch wire {
+                    case .portico: "\(self.path ?? "/ws")?client=bench-\(room)-\(member)"
+                    case .socketio: self.path ?? "/socket.io/?EIO=4&transport=websocket"
+                    }
                 let channel = try await ClientBootstrap(group: group)
                     .channelOption(.socketOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
-                                FanoutMember(host: host, path: path, room: room, results: results, ready: ready)
+                                FanoutMember(
+                                    host: host,
+                                    path: path,
+                                    wire: wire,
+                                    room: room,
+                                    results: results,
+                                    ready: ready
+                                )
                             )
                         }
                     }
@@ -90,7 +112,11 @@ struct Fanout: AsyncParsableCommand {
                 let room = sent % self.rooms
                 published[room] += 1
                 let id = "\(room)-\(published[room])-\(NIODeadline.now().uptimeNanoseconds)"
-                let text = #"{"op":"say","room":"bench-\#(room)","text":"\#(padding)","id":"\#(id)"}"#
+                let text =
+                    switch wire {
+                    case .portico: #"{"op":"say","room":"bench-\#(room)","text":"\#(padding)","id":"\#(id)"}"#
+                    case .socketio: #"42["say",{"room":"bench-\#(room)","text":"\#(padding)","id":"\#(id)"}]"#
+                    }
                 publishers[room].channel.writeAndFlush(
                     WebSocketWire.frame(opcode: 0x1, payload: Array(text.utf8)),
                     promise: nil
@@ -179,13 +205,22 @@ struct FanoutResults: Sendable {
     }
 }
 
+/// What the members speak.
+enum FanoutProtocol: String, ExpressibleByArgument, Sendable {
+    case portico
+    case socketio
+}
+
 /// One chat member: upgrades, joins its room, then checks every `message` frame's id (room-sequence-sent).
+/// Over Socket.IO: `0{…}` (open) → `40`, `40{…}` (connected) → `42["join",room]`, `42["joined",{…,"node"}]`;
+/// messages are `42["message",{…,"id"}]`, and a ping `2` gets its pong `3`.
 final class FanoutMember: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let host: String
     private let path: String
+    private let wire: FanoutProtocol
     private let room: Int
     private let results: NIOLockedValueBox<FanoutResults>
     private let ready: EventLoopPromise<String>
@@ -197,12 +232,14 @@ final class FanoutMember: ChannelInboundHandler {
     init(
         host: String,
         path: String,
+        wire: FanoutProtocol,
         room: Int,
         results: NIOLockedValueBox<FanoutResults>,
         ready: EventLoopPromise<String>
     ) {
         self.host = host
         self.path = path
+        self.wire = wire
         self.room = room
         self.results = results
         self.ready = ready
@@ -229,15 +266,18 @@ final class FanoutMember: ChannelInboundHandler {
         while let frame = WebSocketWire.nextFrame(&self.buffer) {
             guard frame.opcode == 0x1 else { continue }
             let text = String(buffer: frame.payload)
+            if self.wire == .socketio, let reply = Self.engineIOControl(text) {
+                if !reply.isEmpty { self.send(reply, context: context) }
+                continue
+            }
             if !self.joined {
                 if let node = Self.field("node", in: text), text.contains(#""op":"welcome""#) {
                     self.node = node
-                    let join = #"{"op":"join","room":"bench-\#(self.room)","name":"m"}"#
-                    context.writeAndFlush(
-                        Self.wrapOutboundOut(WebSocketWire.frame(opcode: 0x1, payload: Array(join.utf8))),
-                        promise: nil
-                    )
-                } else if text.contains(#""op":"joined""#) {
+                    self.send(#"{"op":"join","room":"bench-\#(self.room)","name":"m"}"#, context: context)
+                } else if text.hasPrefix("40") {
+                    self.send(#"42["join","bench-\#(self.room)"]"#, context: context)  // Socket.IO: connected
+                } else if text.contains(#""op":"joined""#) || text.hasPrefix(#"42["joined""#) {
+                    if let node = Self.field("node", in: text) { self.node = node }
                     self.joined = true
                     let key = FanoutResults.Key(member: ObjectIdentifier(self), room: self.room)
                     self.results.withLockedValue { [node] in $0.nodes[key] = node }
@@ -272,6 +312,22 @@ final class FanoutMember: ChannelInboundHandler {
             results.delivered += 1
             results.latencies.record(micros: micros)
         }
+    }
+
+    private func send(_ text: String, context: ChannelHandlerContext) {
+        context.writeAndFlush(
+            Self.wrapOutboundOut(WebSocketWire.frame(opcode: 0x1, payload: Array(text.utf8))),
+            promise: nil
+        )
+    }
+
+    /// Engine.IO packets that are not Socket.IO events: what to answer (empty: nothing), or nil for an event
+    /// or a namespace packet. `0…` open → `40` (connect to /), `2` ping → `3` pong.
+    private static func engineIOControl(_ text: String) -> String? {
+        if text.hasPrefix("0") { return "40" }
+        if text == "2" { return "3" }
+        if text.hasPrefix("4") { return nil }
+        return ""
     }
 
     /// The string value of `"name":"…"` in a flat JSON object.
