@@ -13,8 +13,15 @@ public struct Room: Sendable, Hashable, CustomStringConvertible {
 
 /// Moves envelopes between nodes. Knows no sockets and no members: the ``Relay`` does local fan-out above it.
 public protocol Broker: Sendable {
-    /// Sends `envelope` to the other nodes subscribed to its room.
-    func publish(_ envelope: Envelope) async throws
+    /// Sends `envelope` to the other nodes subscribed to its room. Synchronous, so that envelopes go out in
+    /// the order they were published (the relay publishes each room's sequence in order); it queues, it does
+    /// not wait. Throws only for an envelope that cannot be encoded.
+    func publish(_ envelope: Envelope) throws
+    /// Whether publishers should wait (``waitForSpace()``) before publishing more: the broker's queue is full
+    /// while it can send. Read on every publish: cheap, any thread.
+    var isBackedUp: Bool { get }
+    /// Returns once the queue has room again, or the broker stopped being able to send (then it buffers).
+    func waitForSpace() async
     /// Starts receiving envelopes for `room`.
     func subscribe(_ room: Room) async throws
     /// Stops receiving envelopes for `room`.

@@ -57,9 +57,14 @@ public final class InProcessBroker: Broker {
         hub.add(self)  // on its hub, so that presence counts its own members (a lone portico-chat said 0)
     }
 
-    public func publish(_ envelope: Envelope) async throws {
+    public func publish(_ envelope: Envelope) throws {
         self.hub.deliver(envelope)
     }
+
+    /// Never: the other nodes' planes take envelopes as they come.
+    public var isBackedUp: Bool { false }
+
+    public func waitForSpace() async {}
 
     public func subscribe(_ room: Room) async throws {
         _ = self.state.withLockedValue { $0.rooms.insert(room) }

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import PorticoRESP
 import ServiceLifecycle
+import Synchronization
 
 /// A ``Broker`` over Redis pub/sub: one channel per room (docs/relay-protocol.md), a subscriber connection
 /// that follows local membership, and a publisher connection that pipelines. Over a Redis Cluster
@@ -70,17 +71,11 @@ public actor RedisBroker: Broker, Service {
     private var link: (any RedisLink)?
     private var rooms: Set<Room> = []
     private var localPresence: [Room: Int] = [:]
-    private var outbox = CircularBuffer<ByteBuffer>()
-    private var outboxRooms = CircularBuffer<Room>()
-    private var pumping = false
-    /// The outbox holds publishes from an outage: before flushing them, give the other nodes time to
-    /// resubscribe (pub/sub keeps nothing for absent subscribers).
-    private var outboxFromOutage = false
-    /// Publishers waiting for room in the outbox.
-    private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Outgoing envelopes, on the relay's event loop; made when the relay attaches.
+    private nonisolated let queue = AtomicLazyReference<PublishQueue>()
     public private(set) var state: State = .connecting
     /// Publishes dropped because the buffer was full while Redis was away.
-    public private(set) var dropped = 0
+    public nonisolated var dropped: Int { self.queue.load()?.dropped ?? 0 }
     /// Times the relay reconnected.
     public private(set) var reconnects = 0
 
@@ -111,34 +106,38 @@ public actor RedisBroker: Broker, Service {
 
     public nonisolated func attach(_ sink: InboundSink) {
         self.sink.withLockedValue { $0 = sink }
+        let counter = Counter(
+            label: "portico_relay_dropped_publishes_total",
+            dimensions: [("node", self.configuration.node)]
+        )
+        _ = self.queue.storeIfNil(
+            PublishQueue(
+                eventLoop: sink.eventLoop,
+                limit: self.configuration.publishBufferLimit,
+                logger: self.logger,
+                onDrop: { counter.increment() }
+            )
+        )
     }
 
-    public func publish(_ envelope: Envelope) async throws {
+    /// Queues `envelope` on the relay's event loop; it goes out with everything else published in the same
+    /// loop tick, as one write. While Redis is away it is buffered (bounded, oldest dropped and counted).
+    public nonisolated func publish(_ envelope: Envelope) throws {
         try envelope.checkEncodable()
-        // Connected: a full outbox makes the publisher wait (backpressure). Only while Redis is away does a
-        // full buffer drop, oldest first.
-        var connected = await self.link?.isActive == true
-        while self.outbox.count >= self.configuration.publishBufferLimit, connected {
-            await withCheckedContinuation { self.spaceWaiters.append($0) }
-            connected = await self.link?.isActive == true
+        guard let queue = self.queue.load() else {
+            throw RedisConnection.ConnectionError(message: "no relay attached to this broker")
         }
-        if self.outbox.count >= self.configuration.publishBufferLimit {
-            self.outbox.removeFirst()
-            self.outboxRooms.removeFirst()
-            self.dropped += 1
-            Counter(label: "portico_relay_dropped_publishes_total", dimensions: [("node", self.configuration.node)])
-                .increment()
-            if self.dropped == 1 || self.dropped % 1000 == 0 {
-                self.logger.warning(
-                    "relay publish buffer full: dropping oldest",
-                    metadata: ["portico.dropped": "\(self.dropped)"]
-                )
-            }
-        }
-        if !connected { self.outboxFromOutage = true }
-        self.outbox.append(envelope.encoded())
-        self.outboxRooms.append(envelope.room)
-        self.startPump()
+        let channel = ByteBuffer(string: Self.redisChannel(for: envelope.room))
+        let encoded = envelope.encoded()
+        let room = envelope.room
+        queue.eventLoop.execute { queue.enqueue(channel: channel, envelope: encoded, room: room) }
+    }
+
+    /// The queue is full while Redis is reachable: publishers wait (backpressure). While it is away, it buffers.
+    public nonisolated var isBackedUp: Bool { self.queue.load()?.isFull ?? false }
+
+    public nonisolated func waitForSpace() async {
+        await self.queue.load()?.waitForSpace()
     }
 
     public func subscribe(_ room: Room) async throws {
@@ -255,10 +254,26 @@ public actor RedisBroker: Broker, Service {
         self.link = link
         try await link.subscribe(self.rooms.map { Self.redisChannel(for: $0) })
         try await self.heartbeat()
-        // Publishes left from the last connection (unconfirmed when it died) wait for the other nodes to
-        // resubscribe too: they lost their subscriptions in the same outage.
-        if self.reconnects > 0 && !self.outbox.isEmpty { self.outboxFromOutage = true }
-        self.startPump()
+        guard let queue = self.queue.load() else { return }
+        let target = link.publishTarget
+        if self.reconnects == 0 {
+            try await queue.eventLoop.submit { queue.attach(target) }.get()
+            return
+        }
+        // After an outage, publishes buffered meanwhile or left unconfirmed wait for the other nodes to
+        // resubscribe too (they lost their subscriptions in the same outage; pub/sub keeps nothing for absent
+        // subscribers). Publishers keep queueing meanwhile, and wait when the queue is full.
+        let rooms = try await queue.eventLoop.submit {
+            queue.markConnected()
+            return queue.roomsPending()
+        }.get()
+        let connection = self.reconnects
+        Task {
+            if !rooms.isEmpty { await self.waitForSubscribers(of: rooms, upTo: .seconds(5)) }
+            // Not if this connection was lost meanwhile: the next one attaches.
+            guard self.reconnects == connection, await link.isActive else { return }
+            queue.eventLoop.execute { queue.attach(target) }
+        }
     }
 
     /// Heartbeats and probes until a connection fails or probes stop coming back. The watchdog acts the moment
@@ -311,14 +326,12 @@ public actor RedisBroker: Broker, Service {
         }
     }
 
-    private func wakePublishers() {
-        let waiters = self.spaceWaiters
-        self.spaceWaiters = []
-        for waiter in waiters { waiter.resume() }
-    }
-
     private func disconnect() async {
-        self.wakePublishers()  // they re-check: with Redis away, the outbox buffers (and drops when full)
+        if let queue = self.queue.load() {
+            // What was in flight is unconfirmed: it goes again over the next connection. Publishers waiting
+            // for room go on: with Redis away, the queue buffers (and drops the oldest when full).
+            try? await queue.eventLoop.submit { queue.detach() }.get()
+        }
         await self.link?.close()
         self.link = nil
     }
@@ -363,46 +376,6 @@ public actor RedisBroker: Broker, Service {
         Gauge(label: "portico_relay_connected", dimensions: [("node", self.configuration.node)])
             .record(state == .connected ? 1 : 0)
         self.stateContinuation.yield(state)
-    }
-
-    // MARK: Publishing
-
-    private func startPump() {
-        guard !self.pumping, self.link != nil, !self.outbox.isEmpty else { return }
-        self.pumping = true
-        Task { await self.pump() }
-    }
-
-    /// Sends the outbox in order, pipelined in batches; on failure the unconfirmed rest stays for the next
-    /// connection (a re-sent message is dropped by receivers as a duplicate: sequences make it exactly once).
-    private func pump() async {
-        defer {
-            self.pumping = false
-            self.wakePublishers()
-        }
-        if self.outboxFromOutage {
-            self.outboxFromOutage = false
-            await self.waitForSubscribers(of: Set(self.outboxRooms), upTo: .seconds(5))
-        }
-        while let link = self.link, await link.isActive, !self.outbox.isEmpty {
-            let count = min(256, self.outbox.count)
-            var batch: [(channel: ByteBuffer, payload: ByteBuffer)] = []
-            batch.reserveCapacity(count)
-            var channel: (room: Room, name: ByteBuffer)?
-            for index in 0..<count {
-                let room = self.outboxRooms[offset: index]
-                if channel?.room != room { channel = (room, ByteBuffer(string: Self.redisChannel(for: room))) }
-                batch.append((channel!.name, self.outbox[offset: index]))  // a busy room's name, built once
-            }
-            do {
-                try await link.publish(batch)
-            } catch {
-                return
-            }
-            self.outbox.removeFirst(count)
-            self.outboxRooms.removeFirst(count)
-            self.wakePublishers()
-        }
     }
 }
 

@@ -12,6 +12,8 @@ protocol RedisLink: Sendable {
     func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue]
     /// Publishes pipelined, in order; returns once Redis took every message.
     func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws
+    /// The same, for the broker's ``PublishQueue`` on its event loop.
+    var publishTarget: any PublishTarget { get }
     /// Where keys are read (every master, in a cluster).
     var keyspace: RedisKeyspace { get }
     func subscribe(_ channels: [String]) async throws
@@ -68,7 +70,11 @@ final class StandaloneRedisLink: RedisLink {
         }
         let connection: RedisConnection
         do {
-            connection = try await RedisConnection.connect(to: url)
+            // On the relay's loop too: a batch's write and its confirmation cost no hop.
+            connection = try await RedisConnection.connect(
+                to: url,
+                group: inbound.eventLoop ?? MultiThreadedEventLoopGroup.singleton
+            )
             try await subscriber.subscribe([probeChannel])
         } catch {
             await subscriber.close()
@@ -103,6 +109,8 @@ final class StandaloneRedisLink: RedisLink {
         try await self.connection.publish(batch).get()
     }
 
+    var publishTarget: any PublishTarget { self }
+
     var keyspace: RedisKeyspace { .single(self.connection) }
 
     func subscribe(_ channels: [String]) async throws { try await self.subscriber.subscribe(channels) }
@@ -128,6 +136,34 @@ final class StandaloneRedisLink: RedisLink {
     }
 }
 
+extension StandaloneRedisLink: PublishTarget {
+    func publish(
+        _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
+        on eventLoop: any EventLoop
+    )
+        -> EventLoopFuture<Void>
+    {
+        self.connection.publish(batch)
+    }
+}
+
+/// Publishes through a cluster link: SPUBLISH routed by slot, which is async (the slot map may need a refresh).
+struct ClusterPublishTarget: PublishTarget {
+    let link: ClusterRedisLink
+
+    func publish(
+        _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
+        on eventLoop: any EventLoop
+    )
+        -> EventLoopFuture<Void>
+    {
+        let promise = eventLoop.makePromise(of: Void.self)
+        let link = self.link
+        promise.completeWithTask { try await link.publish(batch) }
+        return promise.futureResult
+    }
+}
+
 /// A Redis Cluster: commands and SPUBLISH go to the owner of their slot (``RedisClusterClient``); rooms are
 /// shard channels, SSUBSCRIBEd on one subscriber connection per master that has rooms. Each such connection
 /// has its own probe channel (one whose slot that master owns), so a dead shard subscription is noticed.
@@ -148,6 +184,8 @@ actor ClusterRedisLink: RedisLink {
     private var placed: [String: RedisClusterClient.NodeAddress] = [:]
     /// A shard subscriber closed by something else than ``close()``.
     private var lostShard = false
+
+    nonisolated var publishTarget: any PublishTarget { ClusterPublishTarget(link: self) }
 
     static func connect(seeds: [RedisURL], node: String, _ inbound: Inbound) async throws -> ClusterRedisLink {
         ClusterRedisLink(client: try await RedisClusterClient.connect(seeds: seeds), node: node, inbound: inbound)

@@ -234,6 +234,9 @@ public actor Relay {
         async throws
     {
         try Envelope.check(origin: self.node, room: room, except: except, payloadLength: payload.readableBytes)
+        // Backpressure before the sequence is taken: between taking it and publishing nothing suspends, so
+        // envelopes reach the broker in sequence order however many broadcasts run at once.
+        while !localOnly && self.broker.isBackedUp { await self.broker.waitForSpace() }
         if self.members[room] != nil {
             // In order with everything else the plane does; the caller does not wait for the writes.
             let plane = self.plane
@@ -253,7 +256,7 @@ public actor Relay {
             except: except.sorted(),
             payload: payload
         )
-        try await self.broker.publish(envelope)
+        try self.broker.publish(envelope)
     }
 
     /// Members of `room` across the cluster.

@@ -1,0 +1,89 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import PorticoRelay
+
+/// The publish queue's bookkeeping on an embedded loop, with a target that records batches and lets the test
+/// answer them (the Redis side is covered by RelayTests against a real redis-server).
+@Suite struct PublishQueueTests {
+    final class Recorder: PublishTarget, @unchecked Sendable {
+        // Only touched on the embedded loop (the test's thread).
+        var batches: [(messages: [String], promise: EventLoopPromise<Void>)] = []
+
+        func publish(
+            _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
+            on eventLoop: any EventLoop
+        )
+            -> EventLoopFuture<Void>
+        {
+            let promise = eventLoop.makePromise(of: Void.self)
+            self.batches.append((batch.map { String(buffer: $0.payload) }, promise))
+            return promise.futureResult
+        }
+    }
+
+    static func queue(_ loop: EmbeddedEventLoop, limit: Int = 100) -> PublishQueue {
+        PublishQueue(eventLoop: loop, limit: limit, logger: Logger(label: "test"), onDrop: {})
+    }
+
+    static func enqueue(_ queue: PublishQueue, _ texts: [String]) {
+        for text in texts {
+            queue.enqueue(channel: ByteBuffer(string: "c"), envelope: ByteBuffer(string: text), room: Room("r"))
+        }
+    }
+
+    @Test func everythingPublishedInOneTickIsOneBatch() {
+        let loop = EmbeddedEventLoop()
+        let queue = Self.queue(loop)
+        let target = Recorder()
+        queue.attach(target)
+        Self.enqueue(queue, ["1", "2", "3"])
+        #expect(target.batches.isEmpty)  // not before the tick ends
+        loop.run()
+        #expect(target.batches.map(\.messages) == [["1", "2", "3"]])
+        #expect(queue.count == 3)  // unconfirmed
+        target.batches[0].promise.succeed()
+        loop.run()
+        #expect(queue.count == 0)
+    }
+
+    @Test func whatAFailedConnectionLeftUnconfirmedGoesAgainInOrder() {
+        let loop = EmbeddedEventLoop()
+        let queue = Self.queue(loop)
+        let first = Recorder()
+        queue.attach(first)
+        Self.enqueue(queue, ["1", "2"])
+        loop.run()
+        Self.enqueue(queue, ["3"])
+        loop.run()
+        first.batches[0].promise.succeed()  // 1 and 2 confirmed; 3 in flight when the connection dies
+        first.batches[1].promise.fail(ChannelError.ioOnClosedChannel)
+        loop.run()
+        queue.detach()
+        Self.enqueue(queue, ["4"])  // while away: buffered
+        loop.run()
+        let second = Recorder()
+        queue.attach(second)
+        loop.run()
+        #expect(second.batches.map(\.messages) == [["3", "4"]])
+        #expect(queue.dropped == 0)
+    }
+
+    @Test func whileAwayTheOldestIsDroppedAndWhileConnectedPublishersWait() {
+        let loop = EmbeddedEventLoop()
+        let queue = Self.queue(loop, limit: 3)
+        Self.enqueue(queue, ["1", "2", "3", "4", "5"])  // away: 1 and 2 make room
+        #expect(queue.dropped == 2)
+        #expect(!queue.isFull)  // away: publishers never wait, the queue drops instead
+        let target = Recorder()
+        queue.attach(target)
+        #expect(queue.isFull)  // connected and at the limit: publishers wait
+        loop.run()
+        #expect(target.batches.map(\.messages) == [["3", "4", "5"]])
+        target.batches[0].promise.succeed()
+        loop.run()
+        #expect(!queue.isFull)
+    }
+}
