@@ -130,7 +130,11 @@ public actor RedisBroker: Broker, Service {
         let channel = ByteBuffer(string: Self.redisChannel(for: envelope.room))
         let encoded = envelope.encoded()
         let room = envelope.room
-        queue.eventLoop.execute { queue.enqueue(channel: channel, envelope: encoded, room: room) }
+        if queue.eventLoop.inEventLoop {
+            queue.enqueue(channel: channel, envelope: encoded, room: room)
+        } else {
+            queue.eventLoop.execute { queue.enqueue(channel: channel, envelope: encoded, room: room) }
+        }
     }
 
     /// The queue is full while Redis is reachable: publishers wait (backpressure). While it is away, it buffers.

@@ -237,26 +237,22 @@ public actor Relay {
         // Backpressure before the sequence is taken: between taking it and publishing nothing suspends, so
         // envelopes reach the broker in sequence order however many broadcasts run at once.
         while !localOnly && self.broker.isBackedUp { await self.broker.waitForSpace() }
-        if self.members[room] != nil {
-            // In order with everything else the plane does; the caller does not wait for the writes.
-            let plane = self.plane
-            let except = Array(except)
-            plane.eventLoop.execute {
+        let plane = self.plane
+        let hasMembers = self.members[room] != nil
+        let envelope = localOnly ? nil : self.envelope(payload, to: room, except: except)
+        guard hasMembers || envelope != nil else { return }
+        // One hop to the data plane: local delivery, then the publish, in order with everything else it does
+        // (a broker that queues on this loop, as RedisBroker does, takes it there without another hop). The
+        // caller does not wait for either; what can fail was checked above.
+        let broker = self.broker
+        let except = hasMembers ? Array(except) : []
+        plane.eventLoop.execute {
+            if hasMembers {
                 plane.deliver(payload, to: room, except: except)
                 plane.endOfBatch()
             }
+            if let envelope { try? broker.publish(envelope) }
         }
-        guard !localOnly else { return }
-        let (epoch, sequence) = self.nextSequence(in: room)
-        let envelope = Envelope(
-            origin: self.node,
-            epoch: epoch,
-            sequence: sequence,
-            room: room,
-            except: except.sorted(),
-            payload: payload
-        )
-        try self.broker.publish(envelope)
     }
 
     /// Members of `room` across the cluster.
@@ -299,6 +295,19 @@ public actor Relay {
             plane.receive(envelope)
             plane.endOfBatch()
         }.get()
+    }
+
+    /// The envelope of this node's next message into `room`.
+    private func envelope(_ payload: ByteBuffer, to room: Room, except: Set<String>) -> Envelope {
+        let (epoch, sequence) = self.nextSequence(in: room)
+        return Envelope(
+            origin: self.node,
+            epoch: epoch,
+            sequence: sequence,
+            room: room,
+            except: except.sorted(),
+            payload: payload
+        )
     }
 
     /// The epoch and sequence for this node's next message into `room`.
