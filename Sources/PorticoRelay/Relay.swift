@@ -10,9 +10,12 @@ import NIOPosix
 /// sequence, so every member gets each message exactly once, in per-sender order, and a gap (a message the
 /// broker lost) is counted as loss, never silent.
 ///
-/// The actor is the control plane (join, leave, presence, sequences). Messages from other nodes never pass
-/// through it: the broker hands them to the relay's data plane on an event loop (``eventLoop``), which frames
-/// each message once and writes it to every local member, flushing each member once per read batch.
+/// The actor is the control plane (join, leave, presence). Messages never pass through it: the broker hands
+/// what other nodes send to the relay's data plane on an event loop (``eventLoop``), which checks sequences,
+/// frames each message once and writes it to every local member, flushing each member once per read batch;
+/// ``broadcast(_:to:except:localOnly:)`` is one hop to that loop, where the message is delivered locally,
+/// takes its room's next sequence and is queued for the broker (``broadcastOnEventLoop(_:to:except:localOnly:)``
+/// is no hop, for handlers already there).
 public actor Relay {
     /// Hands a message to one member. It must not block (write to a socket, queue, or drop), so that a slow
     /// member never delays the others.
@@ -30,17 +33,6 @@ public actor Relay {
     private var members: [Room: Set<String>] = [:]
     /// The channel writers of members that joined as channels, with the number of rooms each is in.
     private var channels: [String: (writer: RelayMemberChannel, rooms: Int)] = [:]
-    /// The epoch and last sequence this node published under, per room with local members.
-    private var sequences: [Room: (epoch: UInt64, sequence: UInt64)] = [:]
-    /// The same for rooms without local members that this node published into (a presence update after its
-    /// last member left, a server-side announcer), so that receivers still see one sequence without gaps, and
-    /// count real gaps. At most ``maxUnjoinedRooms``: past that the room remembered longest ago is forgotten,
-    /// and its next message starts a fresh epoch (see `leave`).
-    private var unjoinedSequences: [Room: (epoch: UInt64, sequence: UInt64, stamp: UInt64)] = [:]
-    /// The rooms of `unjoinedSequences` in the order they came in, with the stamp of that entry: an entry whose
-    /// room has since been joined (or forgotten and remembered again) is stale and skipped.
-    private var unjoinedOrder = CircularBuffer<(room: Room, stamp: UInt64)>()
-    private var unjoinedStamp: UInt64 = 0
     /// Messages other nodes sent that never arrived here.
     public var lost: Int {
         get async { (try? await self.plane.eventLoop.submit { self.plane.lost }.get()) ?? 0 }
@@ -53,7 +45,7 @@ public actor Relay {
     /// Origins remembered per room at most (see ``RelayPlane/maxOriginsPerRoom``).
     static let maxOriginsPerRoom = RelayPlane.maxOriginsPerRoom
     /// Rooms without local members whose outgoing sequence is remembered, at most.
-    static let maxUnjoinedRooms = 1_024
+    static let maxUnjoinedRooms = OutgoingSequences.maxUnjoinedRooms
 
     private struct MemberRoom: Hashable {
         let member: String
@@ -85,7 +77,8 @@ public actor Relay {
         lostCounter.increment(by: 0)  // exported at 0, not only after the first loss
         self.plane = RelayPlane(
             node: node,
-            eventLoop: eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+            eventLoop: eventLoop ?? MultiThreadedEventLoopGroup.singleton.next(),
+            broker: broker
         ) { origin, room, gap in
             lostCounter.increment(by: Int64(clamping: gap))
             logger.warning(
@@ -135,9 +128,6 @@ public actor Relay {
         self.members[room, default: []].insert(member)
         let plane = self.plane
         try await plane.eventLoop.submit { plane.add(target, id: member, to: room) }.get()
-        if first, let sequence = self.unjoinedSequences.removeValue(forKey: room) {
-            self.sequences[room] = (sequence.epoch, sequence.sequence)  // it goes on where it was: same epoch
-        }
         if first { try await self.broker.subscribe(room) }
         await self.broker.setPresence(room, members: self.members[room]?.count ?? 0)
     }
@@ -189,21 +179,8 @@ public actor Relay {
         }
         let remaining = self.members[room]?.count ?? 0
         if remaining == 0 {
-            // The room's state goes. Dropping the sequences received is safe: `receive` ignores the room until
-            // a member joins again, and then the first message of each origin is a new baseline.
-            // The sequence this node publishes under moves to the capped `unjoinedSequences`: a presence update
-            // right after this, or a rejoin soon, goes on with the same epoch and sequence. Once it is evicted
-            // from there, it goes with its epoch: the next message into the room starts a fresh epoch at
-            // sequence 1, which receivers that kept members all along take as a new baseline, exactly as after
-            // a node restart (a reused epoch from sequence 1 would have been dropped by them as duplicates).
-            // What an epoch change gives up, here as at a restart: a message lost just before the first one of
-            // the new epoch is not counted; and should the broker re-send, after a Redis reconnect, an
-            // unconfirmed batch holding messages of both epochs, a receiver that already had some of them can
-            // deliver those again, since it cannot tell which epoch is the older.
+            // The room's state goes (the plane dropped what it kept when its last member left there).
             self.members[room] = nil
-            if let sequence = self.sequences.removeValue(forKey: room) {
-                self.rememberUnjoined(sequence, for: room)
-            }
             try await self.broker.unsubscribe(room)
         }
         await self.broker.setPresence(room, members: remaining)
@@ -225,7 +202,7 @@ public actor Relay {
     ///   - localOnly: deliver on this node only.
     /// - Throws: ``RelayError/envelopeFieldTooLong`` (before delivering anything) when the room, this node's id
     ///   or a member in `except` is longer than an envelope can carry; the broker's errors.
-    public func broadcast(
+    public nonisolated func broadcast(
         _ payload: ByteBuffer,
         to room: Room,
         except: Set<String> = [],
@@ -234,26 +211,39 @@ public actor Relay {
         async throws
     {
         try Envelope.check(origin: self.node, room: room, except: except, payloadLength: payload.readableBytes)
-        // Backpressure before the sequence is taken: between taking it and publishing nothing suspends, so
-        // envelopes reach the broker in sequence order however many broadcasts run at once.
+        // Not through the actor: the data plane takes the sequence, so envelopes reach the broker in sequence
+        // order. Backpressure (a full queue while Redis is reachable) is waited for here, before the hop.
         while !localOnly && self.broker.isBackedUp { await self.broker.waitForSpace() }
         let plane = self.plane
-        let hasMembers = self.members[room] != nil
-        let envelope = localOnly ? nil : self.envelope(payload, to: room, except: except)
-        guard hasMembers || envelope != nil else { return }
-        // One hop to the data plane: local delivery, then the publish, in order with everything else it does
-        // (a broker that queues on this loop, as RedisBroker does, takes it there without another hop). The
-        // caller does not wait for either; what can fail was checked above.
-        let broker = self.broker
-        let except = hasMembers ? Array(except) : []
+        let except = Array(except)
+        // One hop to the data plane: local delivery, the sequence, the publish, in order with everything else
+        // it does (a broker that queues on that loop, as RedisBroker does, takes it without another hop).
         plane.eventLoop.execute {
-            if hasMembers {
-                plane.deliver(payload, to: room, except: except)
-                plane.endOfBatch()
-            }
-            if let envelope { try? broker.publish(envelope) }
+            plane.broadcast(payload, to: room, except: except, localOnly: localOnly)
+            plane.scheduleEndOfBatch()
         }
     }
+
+    /// Sends `payload` to every member of `room` on every node, from a handler already on ``eventLoop`` (the
+    /// NIO-level entry): no hop at all; members written to are flushed once at the end of this loop tick.
+    /// It never waits: check ``isBackedUp`` and stop reading while it is true (the async
+    /// ``broadcast(_:to:except:localOnly:)`` waits by itself).
+    ///
+    /// - Throws: ``RelayError/envelopeFieldTooLong`` as ``broadcast(_:to:except:localOnly:)`` does.
+    public nonisolated func broadcastOnEventLoop(
+        _ payload: ByteBuffer,
+        to room: Room,
+        except: [String] = [],
+        localOnly: Bool = false
+    ) throws {
+        self.plane.eventLoop.preconditionInEventLoop()
+        try Envelope.check(origin: self.node, room: room, except: except, payloadLength: payload.readableBytes)
+        self.plane.broadcast(payload, to: room, except: except, localOnly: localOnly)
+        self.plane.scheduleEndOfBatch()
+    }
+
+    /// The broker's queue is full while it can send: publishers should wait (the async entry does).
+    public nonisolated var isBackedUp: Bool { self.broker.isBackedUp }
 
     /// Members of `room` across the cluster.
     public func memberCount(_ room: Room) async -> Int {
@@ -275,7 +265,7 @@ public actor Relay {
         get async {
             let plane = self.plane
             let planeCount = (try? await plane.eventLoop.submit { plane.roomStateCount }.get()) ?? 0
-            return self.members.count + self.queues.count + self.sequences.count + self.channels.count + planeCount
+            return self.members.count + self.queues.count + self.channels.count + planeCount
         }
     }
 
@@ -286,7 +276,12 @@ public actor Relay {
     }
 
     /// Rooms without local members whose outgoing sequence is remembered: at most ``maxUnjoinedRooms``.
-    package var unjoinedSequenceCount: Int { self.unjoinedSequences.count }
+    package var unjoinedSequenceCount: Int {
+        get async {
+            let plane = self.plane
+            return (try? await plane.eventLoop.submit { plane.unjoinedSequenceCount }.get()) ?? 0
+        }
+    }
 
     /// Hands `envelope` to the data plane as if the broker had received it, and waits until it was delivered.
     func receive(_ envelope: Envelope) async {
@@ -295,58 +290,5 @@ public actor Relay {
             plane.receive(envelope)
             plane.endOfBatch()
         }.get()
-    }
-
-    /// The envelope of this node's next message into `room`.
-    private func envelope(_ payload: ByteBuffer, to room: Room, except: Set<String>) -> Envelope {
-        let (epoch, sequence) = self.nextSequence(in: room)
-        return Envelope(
-            origin: self.node,
-            epoch: epoch,
-            sequence: sequence,
-            room: room,
-            except: except.sorted(),
-            payload: payload
-        )
-    }
-
-    /// The epoch and sequence for this node's next message into `room`.
-    private func nextSequence(in room: Room) -> (epoch: UInt64, sequence: UInt64) {
-        if self.members[room] != nil {
-            var entry = self.sequences[room] ?? (Self.newEpoch(), 0)
-            entry.sequence += 1
-            self.sequences[room] = entry
-            return entry
-        }
-        if let entry = self.unjoinedSequences[room] {
-            self.unjoinedSequences[room]?.sequence += 1
-            return (entry.epoch, entry.sequence + 1)
-        }
-        let entry = (epoch: Self.newEpoch(), sequence: UInt64(1))
-        self.rememberUnjoined(entry, for: room)
-        return entry
-    }
-
-    /// Adds `room` (not in `unjoinedSequences` yet), forgetting the room remembered longest ago if full.
-    private func rememberUnjoined(_ sequence: (epoch: UInt64, sequence: UInt64), for room: Room) {
-        while self.unjoinedSequences.count >= Self.maxUnjoinedRooms, let oldest = self.unjoinedOrder.popFirst() {
-            if self.unjoinedSequences[oldest.room]?.stamp == oldest.stamp {
-                self.unjoinedSequences[oldest.room] = nil  // its next message starts a fresh epoch
-            }
-        }
-        // Rooms joined again leave stale entries behind: sweep them before they outnumber the live ones.
-        if self.unjoinedOrder.count >= 2 * Self.maxUnjoinedRooms {
-            self.unjoinedOrder = CircularBuffer(
-                self.unjoinedOrder.filter { self.unjoinedSequences[$0.room]?.stamp == $0.stamp }
-            )
-        }
-        self.unjoinedStamp += 1
-        self.unjoinedSequences[room] = (sequence.epoch, sequence.sequence, self.unjoinedStamp)
-        self.unjoinedOrder.append((room, self.unjoinedStamp))
-    }
-
-    /// Random, so that a restarted node or a room rejoined is not mistaken for loss or duplicates.
-    private static func newEpoch() -> UInt64 {
-        UInt64.random(in: 1...UInt64.max)
     }
 }

@@ -14,6 +14,8 @@ import Synchronization
 final class RelayPlane: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let node: String
+    /// Where this node's messages go to the other nodes.
+    private let broker: any Broker
     /// Called on the plane's loop with each gap: origin, room and how many messages went missing.
     private let onLoss: @Sendable (String, Room, UInt64) -> Void
 
@@ -31,6 +33,9 @@ final class RelayPlane: @unchecked Sendable {
     }
 
     private var rooms: [Room: RoomState] = [:]
+    /// The epoch and sequence this node publishes under, per room.
+    private var sequences = OutgoingSequences()
+    private var endOfBatchScheduled = false
     /// Messages other nodes sent that never arrived here.
     private(set) var lost = 0
     /// Messages handed to local members (each member counted once).
@@ -46,9 +51,15 @@ final class RelayPlane: @unchecked Sendable {
     /// message then only starts a new baseline (neither delivered twice nor counted as loss in the normal case).
     static let maxOriginsPerRoom = 1_024
 
-    init(node: String, eventLoop: any EventLoop, onLoss: @escaping @Sendable (String, Room, UInt64) -> Void) {
+    init(
+        node: String,
+        eventLoop: any EventLoop,
+        broker: any Broker,
+        onLoss: @escaping @Sendable (String, Room, UInt64) -> Void
+    ) {
         self.node = node
         self.eventLoop = eventLoop
+        self.broker = broker
         self.onLoss = onLoss
     }
 
@@ -56,6 +67,7 @@ final class RelayPlane: @unchecked Sendable {
 
     func add(_ member: Member, id: String, to room: Room) {
         self.eventLoop.assertInEventLoop()
+        if self.rooms[room] == nil { self.sequences.roomJoined(room) }
         self.rooms[room, default: RoomState()].members[id] = member
     }
 
@@ -65,15 +77,24 @@ final class RelayPlane: @unchecked Sendable {
         guard self.rooms[room]?.members.removeValue(forKey: id) != nil else { return }
         if self.rooms[room]?.members.isEmpty == true {
             // Safe to forget what was seen: `receive` ignores the room until a member joins again, and then the
-            // first message of each origin is a new baseline.
+            // first message of each origin is a new baseline. The sequence this node publishes under is kept a
+            // while (see OutgoingSequences).
             self.rooms[room] = nil
+            self.sequences.roomLeft(room)
         }
     }
 
-    /// Entries in the per-room tables.
+    /// Entries in the per-room tables (rooms, sequences seen, sequences of rooms with members).
     var roomStateCount: Int {
         self.eventLoop.assertInEventLoop()
         return self.rooms.count + self.rooms.values.reduce(0) { $0 + ($1.seen.isEmpty ? 0 : 1) }
+            + self.sequences.joinedCount
+    }
+
+    /// Rooms without local members whose outgoing sequence is remembered.
+    var unjoinedSequenceCount: Int {
+        self.eventLoop.assertInEventLoop()
+        return self.sequences.unjoinedCount
     }
 
     // MARK: Data plane
@@ -95,6 +116,36 @@ final class RelayPlane: @unchecked Sendable {
             self.onLoss(envelope.origin, envelope.room, gap)
         }
         self.deliver(envelope.payload, to: envelope.room, except: envelope.except)
+    }
+
+    /// This node's message: delivered to the local members of `room` but those in `except`, then (unless
+    /// `localOnly`) published under the room's next sequence. Call ``endOfBatch()`` (or schedule it) after.
+    func broadcast(_ payload: ByteBuffer, to room: Room, except: [String], localOnly: Bool) {
+        self.eventLoop.assertInEventLoop()
+        let hasMembers = self.rooms[room] != nil
+        if hasMembers { self.deliver(payload, to: room, except: except) }
+        guard !localOnly else { return }
+        let (epoch, sequence) = self.sequences.next(in: room, hasMembers: hasMembers)
+        let envelope = Envelope(
+            origin: self.node,
+            epoch: epoch,
+            sequence: sequence,
+            room: room,
+            except: except.sorted(),
+            payload: payload
+        )
+        try? self.broker.publish(envelope)  // the envelope was checked by the caller: nothing left to fail
+    }
+
+    /// Ends the batch once this loop tick's other work is done (for callers outside a read batch).
+    func scheduleEndOfBatch() {
+        self.eventLoop.assertInEventLoop()
+        guard !self.endOfBatchScheduled else { return }
+        self.endOfBatchScheduled = true
+        self.eventLoop.execute {
+            self.endOfBatchScheduled = false
+            self.endOfBatch()
+        }
     }
 
     /// Hands `payload` to every local member of `room` but those in `except`; call ``endOfBatch()`` after.

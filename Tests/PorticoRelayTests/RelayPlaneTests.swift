@@ -49,7 +49,7 @@ import Testing
     @Test func aBatchIsFramedOnceAndFlushedOncePerMember() async throws {
         let loop = EmbeddedEventLoop()
         let drops = SlowMemberDrops(node: "me")
-        let plane = RelayPlane(node: "me", eventLoop: loop) { _, _, _ in }
+        let plane = RelayPlane(node: "me", eventLoop: loop, broker: InProcessBroker(node: "me")) { _, _, _ in }
         let members = [try Member(loop: loop, drops: drops), try Member(loop: loop, drops: drops)]
         for (index, member) in members.enumerated() {
             plane.add(.channel(member.writer), id: "m\(index)", to: Room("r"))
@@ -84,7 +84,9 @@ import Testing
         let loop = EmbeddedEventLoop()
         var gaps: [UInt64] = []
         let recorded = NIOLoopBound(Box(), eventLoop: loop)
-        let plane = RelayPlane(node: "me", eventLoop: loop) { _, _, gap in recorded.value.gaps.append(gap) }
+        let plane = RelayPlane(node: "me", eventLoop: loop, broker: InProcessBroker(node: "me")) { _, _, gap in
+            recorded.value.gaps.append(gap)
+        }
         let member = try Member(loop: loop, drops: SlowMemberDrops(node: "me"))
         plane.add(.channel(member.writer), id: "m", to: Room("r"))
         for sequence: UInt64 in [1, 2, 2, 5, 4] { plane.receive(Self.envelope(sequence, "\(sequence)")) }
@@ -99,7 +101,7 @@ import Testing
     @Test func aMemberThatDoesNotReadLosesMessagesAndTheOthersDoNot() async throws {
         let loop = EmbeddedEventLoop()
         let drops = SlowMemberDrops(node: "me")
-        let plane = RelayPlane(node: "me", eventLoop: loop) { _, _, _ in }
+        let plane = RelayPlane(node: "me", eventLoop: loop, broker: InProcessBroker(node: "me")) { _, _, _ in }
         let slow = try Member(loop: loop, drops: drops)
         let fast = try Member(loop: loop, drops: drops)
         plane.add(.channel(slow.writer), id: "slow", to: Room("r"))
@@ -114,7 +116,7 @@ import Testing
 
     @Test func exceptSkipsMembersAndTheLastLeaveForgetsTheRoom() async throws {
         let loop = EmbeddedEventLoop()
-        let plane = RelayPlane(node: "me", eventLoop: loop) { _, _, _ in }
+        let plane = RelayPlane(node: "me", eventLoop: loop, broker: InProcessBroker(node: "me")) { _, _, _ in }
         let a = try Member(loop: loop, drops: SlowMemberDrops(node: "me"))
         let b = try Member(loop: loop, drops: SlowMemberDrops(node: "me"))
         plane.add(.channel(a.writer), id: "a", to: Room("r"))

@@ -1,4 +1,5 @@
 import NIOCore
+import PorticoTestSupport
 import Testing
 
 @testable import PorticoRelay
@@ -37,5 +38,25 @@ import Testing
         await relay.receive(Self.envelope(9))
         #expect(inboxes.messages("m2") == ["9"])
         #expect(await relay.lost == 0)
+    }
+
+    /// The NIO-level entry: a handler on the relay's own loop broadcasts with no hop; local members and the
+    /// other node get every message once, in order.
+    @Test func broadcastsFromTheRelaysOwnLoopReachEveryoneInOrder() async throws {
+        let hub = InProcessHub()
+        let a = Relay(node: "a", broker: hub.broker(node: "a"))
+        let b = Relay(node: "b", broker: hub.broker(node: "b"))
+        let inboxes = Inboxes()
+        try await b.join(Room("r"), member: "b1", deliver: inboxes.deliver(to: "b1"))
+        try await a.join(Room("r"), member: "a1", deliver: inboxes.deliver(to: "a1"))
+        try await a.eventLoop.submit {
+            for index in 0..<100 { try a.broadcastOnEventLoop(ByteBuffer(string: "\(index)"), to: Room("r")) }
+        }.get()
+        let expected = (0..<100).map { "\($0)" }
+        #expect(await eventually { inboxes.messages("b1").count == expected.count })
+        #expect(inboxes.messages("b1") == expected)
+        #expect(inboxes.messages("a1") == expected)
+        #expect(await b.lost == 0)
+        #expect(!a.isBackedUp)
     }
 }
