@@ -57,6 +57,51 @@ import Testing
         #expect(try reader.next() == .array([.integer(1), .integer(2), .integer(3)]))
     }
 
+    /// Replies are built from tokens, not hiredis's tree: nesting, empty and binary strings, nulls inside
+    /// arrays, and the same replies whether the bytes come at once or one at a time.
+    @Test func nestedAndBinaryRepliesAreTheSameHoweverTheBytesArrive() throws {
+        let wire =
+            "*3\r\n*2\r\n$0\r\n\r\n$-1\r\n*0\r\n*1\r\n*1\r\n:-9\r\n"
+            + "$6\r\na\r\n\0bc\r\n+PONG\r\n-MOVED 1 127.0.0.1:7000\r\n"
+        let expected: [RESPValue] = [
+            .array([
+                .array([.bulkString(ByteBuffer()), .bulkString(nil)]), .array([]), .array([.array([.integer(-9)])]),
+            ]),
+            .bulkString(ByteBuffer(bytes: Array("a\r\n\0bc".utf8))),
+            .simpleString("PONG"),
+            .error("MOVED 1 127.0.0.1:7000"),
+        ]
+        let whole = RESPReader()
+        try whole.feed(ByteBuffer(string: wire))
+        var replies: [RESPValue] = []
+        while let reply = try whole.next() { replies.append(reply) }
+        #expect(replies == expected)
+
+        let trickle = RESPReader()
+        replies = []
+        for byte in wire.utf8 {
+            try trickle.feed(ByteBuffer(bytes: [byte]))
+            while let reply = try trickle.next() { replies.append(reply) }
+        }
+        #expect(replies == expected)
+    }
+
+    /// A payload handed out stays what it was while later replies are parsed (its buffer is never reused).
+    @Test func payloadsOutliveLaterReplies() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$5\r\nfirst\r\n"))
+        guard case .array(let first?) = try reader.next(), case .bulkString(let payload?) = first[2] else {
+            Issue.record("no push")
+            return
+        }
+        for index in 0..<100 {
+            try reader.feed(ByteBuffer(string: "*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$5\r\nlater\r\n:\(index)\r\n"))
+            _ = try reader.next()
+            _ = try reader.next()
+        }
+        #expect(String(buffer: payload) == "first")
+    }
+
     @Test func encoderRoundTrips() throws {
         var buffer = ByteBuffer()
         RESPEncoder.encode(["PUBLISH", "room:lobby", "hi there"], into: &buffer)
