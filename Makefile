@@ -45,8 +45,9 @@ e2e: build
 	e2e/multihost_test.sh
 
 # Side by side with HAProxy, nginx and Caddy (installs them), interleaved rounds (scripts/bench.sh), then
-# chat fan-out through the balancer (scripts/bench_fanout.sh) and the relay next to redis-benchmark
-# (scripts/bench_relay.sh). Results and the chart go to bench/.
+# chat fan-out through the balancer (scripts/bench_fanout.sh), the relay next to redis-benchmark
+# (scripts/bench_relay.sh) and portico-chat next to python-socketio (scripts/bench_anchor.sh; pip installs
+# python-socketio). Results and the chart go to bench/.
 bench: build
 	@scripts/install-deps.sh haproxy nginx caddy wrk hey redis-server redis-tools
 	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install --quiet matplotlib \
@@ -56,6 +57,7 @@ bench: build
 	scripts/bench.sh 3 5
 	scripts/bench_fanout.sh 10 20 5
 	scripts/bench_relay.sh 100000
+	scripts/bench_anchor.sh 20 5
 
 # Fuzz targets (Fuzz/Targets) built by scripts/fuzz.sh against the debug build's objects; each runs FUZZ_SECONDS.
 fuzz: deps
