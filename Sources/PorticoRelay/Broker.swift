@@ -60,6 +60,21 @@ public struct InboundSink: Sendable {
         }
     }
 
+    /// An envelope that is a batch of its own (not from a read, as ``InProcessBroker``'s are): members it is
+    /// written to are flushed at the end of this loop tick.
+    public func receiveAlone(_ envelope: Envelope) {
+        let plane = self.plane
+        if plane.eventLoop.inEventLoop {
+            plane.receive(envelope)
+            plane.scheduleEndOfBatch()
+        } else {
+            plane.eventLoop.execute {
+                plane.receive(envelope)
+                plane.endOfBatch()
+            }
+        }
+    }
+
     /// The end of a read: members written to since the last call are flushed, once each.
     public func endOfBatch() {
         if self.plane.eventLoop.inEventLoop { self.plane.endOfBatch() }

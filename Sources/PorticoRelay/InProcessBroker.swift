@@ -77,7 +77,7 @@ public final class InProcessBroker: Broker {
     func receive(_ envelope: Envelope) {
         let subscribed = self.state.withLockedValue { $0.rooms.contains(envelope.room) }
         guard subscribed, let sink = self.sink.withLockedValue({ $0 }) else { return }
-        sink.receive(envelope)  // another thread (the publisher's): one hop to the receiving plane, in order
+        sink.receiveAlone(envelope)  // from the publisher's plane: a hop to the receiver's, in order (or none)
     }
 
     public func setPresence(_ room: Room, members: Int) async {

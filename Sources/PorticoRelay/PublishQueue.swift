@@ -4,6 +4,10 @@ import Synchronization
 
 /// Where a ``PublishQueue`` sends its batches: the publisher connection(s) of the current Redis link.
 protocol PublishTarget: Sendable {
+    /// Batches sent back to back reach Redis, and complete, in the order they were sent (one pipelined
+    /// connection). When false, the queue sends one batch at a time.
+    var keepsOrder: Bool { get }
+
     /// Publishes `batch` pipelined, in order; the future succeeds once Redis took every message.
     func publish(
         _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
@@ -31,6 +35,12 @@ final class PublishQueue: @unchecked Sendable {
     private var pendingRooms = CircularBuffer<Room>()
     /// Entries at the front of `pending` written to the current target and not confirmed yet.
     private var inFlight = 0
+    /// The batches in flight, oldest first: how many entries each holds and whether Redis confirmed it. Entries
+    /// leave `pending` only when every batch before theirs is confirmed too.
+    private var batches = CircularBuffer<(count: Int, confirmed: Bool)>()
+    /// The number of batches confirmed and gone from `batches` in this generation: a batch's id minus this is
+    /// its position in `batches`.
+    private var batchBase = 0
     private var target: (any PublishTarget)?
     /// Bumped whenever the target changes: completions of batches sent to an older one are ignored.
     private var generation = 0
@@ -102,30 +112,40 @@ final class PublishQueue: @unchecked Sendable {
         return Set(self.pendingRooms)
     }
 
-    /// Redis is reachable again, but the queue holds on until ``attach(_:)`` (publishers still wait when full).
-    func markConnected() {
+    /// Redis is reachable again, but the queue holds on until ``attach(_:ifStill:)`` (publishers still wait
+    /// when full). Returns the token that attach must present: a ``detach()`` in between makes it stale.
+    func markConnected() -> Int {
         self.eventLoop.assertInEventLoop()
         self.connected.store(true, ordering: .relaxed)
+        return self.generation
     }
 
-    /// Sends through `target` from now on, starting with whatever is unconfirmed.
-    func attach(_ target: any PublishTarget) {
+    /// Sends through `target` from now on, starting with whatever is unconfirmed; not if `token` (from
+    /// ``markConnected()``) is stale, i.e. the connection was lost meanwhile.
+    func attach(_ target: any PublishTarget, ifStill token: Int? = nil) {
         self.eventLoop.assertInEventLoop()
-        self.generation += 1
+        if let token, token != self.generation { return }
+        self.restart()
         self.target = target
-        self.inFlight = 0
         self.connected.store(true, ordering: .relaxed)
         self.scheduleFlush()
     }
 
-    /// Redis is away: what was in flight is unconfirmed and goes again after the next ``attach(_:)``.
+    /// Redis is away: what was in flight is unconfirmed and goes again after the next ``attach(_:ifStill:)``.
     func detach() {
         self.eventLoop.assertInEventLoop()
-        self.generation += 1
+        self.restart()
         self.target = nil
-        self.inFlight = 0
         self.connected.store(false, ordering: .relaxed)
         self.wakeWaiters()  // they queue now, and drop the oldest when full
+    }
+
+    /// Forgets what is in flight (it is unconfirmed, and goes again); completions from before are ignored.
+    private func restart() {
+        self.generation += 1
+        self.inFlight = 0
+        self.batches.removeAll()
+        self.batchBase = 0
     }
 
     private func scheduleFlush() {
@@ -138,7 +158,7 @@ final class PublishQueue: @unchecked Sendable {
     private func flush() {
         self.flushScheduled = false
         guard let target = self.target else { return }
-        while self.inFlight < self.pending.count {
+        while self.inFlight < self.pending.count, target.keepsOrder || self.batches.isEmpty {
             let count = min(Self.batchLimit, self.pending.count - self.inFlight)
             var batch: [(channel: ByteBuffer, payload: ByteBuffer)] = []
             batch.reserveCapacity(count)
@@ -148,26 +168,40 @@ final class PublishQueue: @unchecked Sendable {
             }
             self.inFlight += count
             let generation = self.generation
+            let id = self.batchBase + self.batches.count
+            self.batches.append((count, false))
             target.publish(batch, on: self.eventLoop).hop(to: self.eventLoop).whenComplete { result in
-                self.confirm(count, generation: generation, result: result)
+                self.confirm(id, generation: generation, result: result)
             }
         }
     }
 
-    private func confirm(_ count: Int, generation: Int, result: Result<Void, any Error>) {
-        guard generation == self.generation else { return }  // sent to a connection since replaced
+    private func confirm(_ id: Int, generation: Int, result: Result<Void, any Error>) {
+        guard generation == self.generation else { return }  // sent before a restart: it goes again anyway
         switch result {
         case .success:
-            self.pending.removeFirst(count)
-            self.pendingRooms.removeFirst(count)
-            self.inFlight -= count
+            self.batches[self.batches.index(self.batches.startIndex, offsetBy: id - self.batchBase)].confirmed = true
+            // Entries go in order: only once every batch before is confirmed too.
+            while let first = self.batches.first, first.confirmed {
+                self.batches.removeFirst()
+                self.batchBase += 1
+                self.pending.removeFirst(first.count)
+                self.pendingRooms.removeFirst(first.count)
+                self.inFlight -= first.count
+            }
             self.depth.store(self.pending.count, ordering: .relaxed)
             if self.pending.count < self.limit { self.wakeWaiters() }
+            self.scheduleFlush()  // a target that takes one batch at a time is free again
         case .failure:
-            // The connection failed: everything unconfirmed waits for the next one (the broker reconnects).
-            self.generation += 1
-            self.target = nil
-            self.inFlight = 0
+            // An error reply, or the connection failed. Everything unconfirmed goes again (receivers drop what
+            // they already had by its sequence): over this target after a pause, unless the broker replaces it
+            // meanwhile (a lost connection makes it reconnect, and detach and attach).
+            self.restart()
+            let token = self.generation
+            self.eventLoop.scheduleTask(in: .milliseconds(100)) {
+                guard token == self.generation else { return }
+                self.scheduleFlush()
+            }
         }
     }
 

@@ -267,16 +267,11 @@ public actor RedisBroker: Broker, Service {
         // After an outage, publishes buffered meanwhile or left unconfirmed wait for the other nodes to
         // resubscribe too (they lost their subscriptions in the same outage; pub/sub keeps nothing for absent
         // subscribers). Publishers keep queueing meanwhile, and wait when the queue is full.
-        let rooms = try await queue.eventLoop.submit {
-            queue.markConnected()
-            return queue.roomsPending()
-        }.get()
-        let connection = self.reconnects
+        let (token, rooms) = try await queue.eventLoop.submit { (queue.markConnected(), queue.roomsPending()) }.get()
         Task {
             if !rooms.isEmpty { await self.waitForSubscribers(of: rooms, upTo: .seconds(5)) }
-            // Not if this connection was lost meanwhile: the next one attaches.
-            guard self.reconnects == connection, await link.isActive else { return }
-            queue.eventLoop.execute { queue.attach(target) }
+            // Not if this connection was lost meanwhile (the token is stale then): the next one attaches.
+            queue.eventLoop.execute { queue.attach(target, ifStill: token) }
         }
     }
 

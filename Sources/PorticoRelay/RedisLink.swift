@@ -137,6 +137,9 @@ final class StandaloneRedisLink: RedisLink {
 }
 
 extension StandaloneRedisLink: PublishTarget {
+    /// One pipelined connection: batches arrive and complete in order.
+    var keepsOrder: Bool { true }
+
     func publish(
         _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
         on eventLoop: any EventLoop
@@ -150,6 +153,8 @@ extension StandaloneRedisLink: PublishTarget {
 /// Publishes through a cluster link: SPUBLISH routed by slot, which is async (the slot map may need a refresh).
 struct ClusterPublishTarget: PublishTarget {
     let link: ClusterRedisLink
+    /// Each batch is a task of its own: two in flight could reach the shards in either order.
+    var keepsOrder: Bool { false }
 
     func publish(
         _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],

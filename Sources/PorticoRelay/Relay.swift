@@ -2,6 +2,7 @@ import CoreMetrics
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Rooms and their local members on one chat node, linked to the other nodes through a ``Broker``.
 ///
@@ -118,8 +119,17 @@ public actor Relay {
         } else {
             writer = try await RelayMemberChannel.make(channel, drops: self.slowMemberDrops)
         }
-        try await self.join(room, member: member, as: .channel(writer))
-        self.channels[member] = (writer, (self.channels[member]?.rooms ?? 0) + 1)
+        guard !(self.members[room]?.contains(member) ?? false) else { return }  // joined while we waited
+        // Counted before the join's awaits, so that a leave running meanwhile finds it.
+        self.channels[member] = (self.channels[member]?.writer ?? writer, (self.channels[member]?.rooms ?? 0) + 1)
+        do {
+            try await self.join(room, member: member, as: .channel(self.channels[member]?.writer ?? writer))
+        } catch {
+            if let entry = self.channels[member] {
+                self.channels[member] = entry.rooms > 1 ? (entry.writer, entry.rooms - 1) : nil
+            }
+            throw error
+        }
     }
 
     private func join(_ room: Room, member: String, as target: RelayPlane.Member) async throws {
@@ -215,10 +225,15 @@ public actor Relay {
         // order. Backpressure (a full queue while Redis is reachable) is waited for here, before the hop.
         while !localOnly && self.broker.isBackedUp { await self.broker.waitForSpace() }
         let plane = self.plane
+        if plane.pendingBroadcasts.load(ordering: .relaxed) >= RelayPlane.maxPendingBroadcasts {
+            try? await plane.eventLoop.submit {}.get()  // the loop is behind: wait until it caught up to here
+        }
         let except = Array(except)
         // One hop to the data plane: local delivery, the sequence, the publish, in order with everything else
         // it does (a broker that queues on that loop, as RedisBroker does, takes it without another hop).
+        plane.pendingBroadcasts.add(1, ordering: .relaxed)
         plane.eventLoop.execute {
+            plane.pendingBroadcasts.subtract(1, ordering: .relaxed)
             plane.broadcast(payload, to: room, except: except, localOnly: localOnly)
             plane.scheduleEndOfBatch()
         }

@@ -33,6 +33,10 @@ final class RelayPlane: @unchecked Sendable {
     }
 
     private var rooms: [Room: RoomState] = [:]
+    /// Broadcasts handed to this loop from elsewhere and not run yet (any thread): publishers wait past
+    /// ``maxPendingBroadcasts``, so a flood cannot queue up on a busy loop without bound.
+    let pendingBroadcasts = Atomic<Int>(0)
+    static let maxPendingBroadcasts = 4_096
     /// The epoch and sequence this node publishes under, per room.
     private var sequences = OutgoingSequences()
     private var endOfBatchScheduled = false
@@ -268,6 +272,12 @@ public final class RelayMemberChannel: @unchecked Sendable {
     func write(_ frame: ByteBuffer) -> Bool {
         self.eventLoop.assertInEventLoop()
         guard self.context.channel.isActive else { return false }  // closed: its leave is on the way
+        if !self.context.channel.isWritable && self.pendingFlush {
+            // What made it unwritable may be this batch's own frames, not yet flushed (NIO counts them toward
+            // the high watermark): flush them, and see whether the socket takes them, before calling the
+            // client slow. A busy room's batch must not cost a member that keeps up its messages.
+            self.flush()
+        }
         guard self.context.channel.isWritable else {
             self.drops.add()
             return false

@@ -9,6 +9,8 @@ import Testing
 /// answer them (the Redis side is covered by RelayTests against a real redis-server).
 @Suite struct PublishQueueTests {
     final class Recorder: PublishTarget, @unchecked Sendable {
+        let keepsOrder: Bool
+        init(keepsOrder: Bool = true) { self.keepsOrder = keepsOrder }
         // Only touched on the embedded loop (the test's thread).
         var batches: [(messages: [String], promise: EventLoopPromise<Void>)] = []
 
@@ -85,5 +87,57 @@ import Testing
         target.batches[0].promise.succeed()
         loop.run()
         #expect(!queue.isFull)
+    }
+
+    /// An error reply (CLUSTERDOWN, a failover) on a connection that stays up: everything unconfirmed goes
+    /// again over the same target after a pause, in order; publishing never stops.
+    @Test func anErrorReplyIsRetriedOnTheSameConnection() {
+        let loop = EmbeddedEventLoop()
+        let queue = Self.queue(loop)
+        let target = Recorder()
+        queue.attach(target)
+        Self.enqueue(queue, ["1", "2"])
+        loop.run()
+        Self.enqueue(queue, ["3"])
+        loop.run()
+        target.batches[0].promise.fail(ChannelError.ioOnClosedChannel)
+        target.batches[1].promise.succeed()  // confirmed after a failure before it: sent again anyway
+        loop.run()
+        #expect(target.batches.count == 2)
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(target.batches.map(\.messages) == [["1", "2"], ["3"], ["1", "2", "3"]])
+        target.batches[2].promise.succeed()
+        loop.run()
+        #expect(queue.count == 0)
+    }
+
+    /// Entries leave the queue only when every batch before theirs is confirmed, whatever order the
+    /// confirmations come in; a target that cannot keep order gets one batch at a time.
+    @Test func confirmationsOutOfOrderKeepTheEarlierBatchQueued() {
+        let loop = EmbeddedEventLoop()
+        let queue = Self.queue(loop)
+        let target = Recorder()
+        queue.attach(target)
+        Self.enqueue(queue, ["1"])
+        loop.run()
+        Self.enqueue(queue, ["2"])
+        loop.run()
+        target.batches[1].promise.succeed()
+        loop.run()
+        #expect(queue.count == 2)
+        target.batches[0].promise.succeed()
+        loop.run()
+        #expect(queue.count == 0)
+
+        let serial = Recorder(keepsOrder: false)
+        queue.attach(serial)
+        Self.enqueue(queue, ["3"])
+        loop.run()
+        Self.enqueue(queue, ["4"])
+        loop.run()
+        #expect(serial.batches.map(\.messages) == [["3"]])  // the next waits for this one
+        serial.batches[0].promise.succeed()
+        loop.run()
+        #expect(serial.batches.map(\.messages) == [["3"], ["4"]])
     }
 }

@@ -114,6 +114,23 @@ import Testing
         #expect(drops.count == 1)
     }
 
+    /// A member made unwritable by this batch's own unflushed frames is flushed first, and only dropped for if
+    /// the socket still cannot take more.
+    @Test func aMemberIsFlushedBeforeItIsCalledSlow() throws {
+        let loop = EmbeddedEventLoop()
+        let drops = SlowMemberDrops(node: "me")
+        let plane = RelayPlane(node: "me", eventLoop: loop, broker: InProcessBroker(node: "me")) { _, _, _ in }
+        let member = try Member(loop: loop, drops: drops)
+        plane.add(.channel(member.writer), id: "m", to: Room("r"))
+        plane.deliver(ByteBuffer(string: "a"), to: Room("r"), except: [])
+        member.channel.isWritable = false  // as if the frames written so far crossed the high watermark
+        plane.deliver(ByteBuffer(string: "b"), to: Room("r"), except: [])
+        #expect(member.counter.flushes == 1)  // flushed before the verdict
+        #expect(drops.count == 1)  // the embedded socket stays unwritable: now it is a drop
+        plane.endOfBatch()
+        #expect(try member.written() == [0x81, 1, 0x61])
+    }
+
     @Test func exceptSkipsMembersAndTheLastLeaveForgetsTheRoom() async throws {
         let loop = EmbeddedEventLoop()
         let plane = RelayPlane(node: "me", eventLoop: loop, broker: InProcessBroker(node: "me")) { _, _, _ in }
