@@ -1,8 +1,10 @@
-import CHiredis
 import NIOCore
 
-/// Encodes commands as RESP arrays of bulk strings with hiredis' `redisFormatCommandArgv`, appended to a
-/// `ByteBuffer`.
+/// Encodes commands as RESP arrays of bulk strings, straight into a `ByteBuffer`.
+///
+/// Written here rather than with hiredis's `redisFormatCommandArgv`, which mallocs a buffer and formats every
+/// length with `sprintf` before the bytes are copied into ours: on the relay's publish path that was a measured
+/// 5% of the CPU per message. hiredis still parses everything that comes back.
 public enum RESPEncoder {
     /// Appends one command (`["PUBLISH", channel, payload]`) to `buffer`.
     ///
@@ -10,37 +12,35 @@ public enum RESPEncoder {
     ///   - arguments: the command name and its arguments, as bytes.
     ///   - buffer: where to write; pipelined commands go one after another.
     public static func encode(_ arguments: [ByteBuffer], into buffer: inout ByteBuffer) {
-        // hiredis reads every argument in place: each buffer's storage is retained while its pointer is used.
-        // argv, lengths and the retained storages live on the stack: no allocation besides hiredis' own.
-        let count = arguments.count
-        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: count) { pointers in
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { lengths in
-                withUnsafeTemporaryAllocation(of: Unmanaged<AnyObject>.self, capacity: count) { storages in
-                    for (index, argument) in arguments.enumerated() {
-                        argument.withUnsafeReadableBytesWithStorageManagement { bytes, storage in
-                            storages.initializeElement(at: index, to: storage.retain())
-                            // An empty argument may have no address: point at a static empty string.
-                            let base = bytes.baseAddress ?? UnsafeRawPointer(("" as StaticString).utf8Start)
-                            pointers.initializeElement(at: index, to: base.assumingMemoryBound(to: CChar.self))
-                            lengths.initializeElement(at: index, to: bytes.count)
-                        }
-                    }
-                    defer { for index in 0..<count { storages[index].release() } }
-                    var formatted: UnsafeMutablePointer<CChar>?
-                    let length = redisFormatCommandArgv(
-                        &formatted,
-                        Int32(count),
-                        pointers.baseAddress,
-                        UnsafePointer(lengths.baseAddress)
-                    )
-                    guard let formatted, length > 0 else {
-                        preconditionFailure("redisFormatCommandArgv failed (out of memory)")
-                    }
-                    defer { redisFreeCommand(formatted) }
-                    buffer.writeBytes(UnsafeRawBufferPointer(start: formatted, count: Int(length)))
-                }
-            }
+        var size = 16
+        for argument in arguments { size += argument.readableBytes + 16 }
+        buffer.reserveCapacity(minimumWritableBytes: size)
+        buffer.writeInteger(UInt8(ascii: "*"))
+        Self.writeDecimal(arguments.count, into: &buffer)
+        for argument in arguments {
+            buffer.writeInteger(UInt8(ascii: "$"))
+            Self.writeDecimal(argument.readableBytes, into: &buffer)
+            var argument = argument
+            buffer.writeBuffer(&argument)
+            buffer.writeInteger(UInt16(0x0D0A))  // CRLF
         }
+    }
+
+    /// `value` in decimal, then CRLF.
+    private static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
+        precondition(value >= 0, "RESP lengths are not negative")
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: Int.max has 19 digits
+        withUnsafeMutableBytes(of: &digits) { scratch in
+            var value = value
+            var index = scratch.count
+            repeat {
+                index -= 1
+                scratch[index] = UInt8(ascii: "0") + UInt8(value % 10)
+                value /= 10
+            } while value > 0
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[index...]))
+        }
+        buffer.writeInteger(UInt16(0x0D0A))  // CRLF
     }
 
     /// Appends one command given as strings.

@@ -102,6 +102,18 @@ import Testing
         #expect(String(buffer: payload) == "first")
     }
 
+    /// Lengths of every digit count read back as written.
+    @Test(arguments: [0, 1, 9, 10, 99, 100, 999, 1_000, 65_536, 1_000_001])
+    func encodedLengthsReadBack(length: Int) throws {
+        let argument = ByteBuffer(repeating: 0x78, count: length)
+        var wire = ByteBuffer()
+        RESPEncoder.encode(Array(repeating: argument, count: 11), into: &wire)
+        let reader = RESPReader()
+        try reader.feed(wire)
+        #expect(try reader.next() == .array(Array(repeating: .bulkString(argument), count: 11)))
+        #expect(try reader.next() == nil)
+    }
+
     @Test func encoderRoundTrips() throws {
         var buffer = ByteBuffer()
         RESPEncoder.encode(["PUBLISH", "room:lobby", "hi there"], into: &buffer)
