@@ -125,6 +125,11 @@ let package = Package(
             swiftSettings: settings
         ),
         .testTarget(
+            name: "ChatNodeTests",
+            dependencies: ["ChatNode", nio("NIOCore")],
+            swiftSettings: settings
+        ),
+        .testTarget(
             name: "PorticoProxyTests",
             dependencies: [
                 "PorticoProxy", "PorticoConfig", "PorticoBalancing", "PorticoRESP", "PorticoTestSupport",

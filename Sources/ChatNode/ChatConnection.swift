@@ -181,14 +181,14 @@ struct ChatSession {
                     self.error("say needs a text of 1-4096 bytes")
                     continue
                 }
-                var message: [String: Any] = [
-                    "op": "message", "room": room, "from": name, "text": text, "node": self.server.node,
-                ]
-                if let id = operation.id { message["id"] = id }
-                guard let data = try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys]) else {
-                    continue
-                }
-                try? await self.server.relay.broadcast(ByteBuffer(bytes: data), to: Room(room))
+                let message = ChatJSON.message(
+                    room: room,
+                    from: name,
+                    text: text,
+                    node: self.server.node,
+                    id: operation.id
+                )
+                try? await self.server.relay.broadcast(message, to: Room(room))
             default:
                 self.error("unknown op \(operation.op)")
             }
