@@ -28,9 +28,10 @@ public actor Relay {
     let plane: RelayPlane
     /// Where the data plane runs: members on this loop are written to without a hop.
     public nonisolated var eventLoop: any EventLoop { self.plane.eventLoop }
-    /// Every table keyed by room loses the room's entry when its last local member leaves (``leave(_:member:)``),
-    /// so rooms that come and go (unique names, forever) do not grow this node's memory; `unjoinedSequences` is
-    /// the one exception, and it is capped. The members themselves, and the sequences seen, are the plane's.
+    /// Member ids per room, for the control plane's decisions (subscribe, unsubscribe, presence). Every table
+    /// keyed by room, here and on the plane, loses the room's entry when its last local member leaves
+    /// (``leave(_:member:)``), so rooms that come and go do not grow this node's memory; the outgoing
+    /// sequences of member-less rooms are the one exception, and they are capped (``OutgoingSequences``).
     private var members: [Room: Set<String>] = [:]
     /// The channel writers of members that joined as channels, with the number of rooms each is in.
     private var channels: [String: (writer: RelayMemberChannel, rooms: Int)] = [:]
@@ -274,8 +275,8 @@ public actor Relay {
         await self.broker.liveNodes()
     }
 
-    /// Entries in the per-room tables (members, member queues, sequences sent and seen): 0 whenever no room has
-    /// local members, however many rooms came and went.
+    /// Entries in the per-room tables (members, member queues, channel writers, and the plane's): 0 whenever no
+    /// room has local members, however many rooms came and went.
     package var roomStateCount: Int {
         get async {
             let plane = self.plane
