@@ -112,9 +112,9 @@ for source in "$LLHTTP_SRC"/*.c; do
     LLHTTP_OBJECTS+=("$object")
 done
 
-# Everything else from the debug build: the test product's objects minus Portico's own, the tests and llhttp.
+# Everything else from the debug build: the test product's objects minus Portico's own, the chat node, the tests and llhttp.
 DEPENDENCY_LIST=$OUT/obj/dependencies.txt
-grep -v -E '/(Portico[A-Za-z]*|porticoPackage[A-Za-z]*|CNIOLLHTTP)\.build/' "$LINKLIST" >"$DEPENDENCY_LIST"
+grep -v -E '/(Portico[A-Za-z]*|porticoPackage[A-Za-z]*|ChatNode[A-Za-z]*|CNIOLLHTTP)\.build/' "$LINKLIST" >"$DEPENDENCY_LIST"
 
 SUPPORT=$(find "$ROOT/Fuzz/Support" -name '*.swift' 2>/dev/null | sort || true)
 for target in "${TARGETS[@]}"; do
