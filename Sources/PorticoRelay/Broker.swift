@@ -52,26 +52,26 @@ public struct InboundSink: Sendable {
         if self.plane.eventLoop.inEventLoop {
             self.plane.receive(envelope)
         } else {
-            let plane = self.plane
-            plane.eventLoop.execute {
-                plane.receive(envelope)
-                plane.endOfBatch()
-            }
+            self.hop(envelope)
         }
     }
 
     /// An envelope that is a batch of its own (not from a read, as ``InProcessBroker``'s are): members it is
     /// written to are flushed at the end of this loop tick.
     public func receiveAlone(_ envelope: Envelope) {
-        let plane = self.plane
-        if plane.eventLoop.inEventLoop {
-            plane.receive(envelope)
-            plane.scheduleEndOfBatch()
+        if self.plane.eventLoop.inEventLoop {
+            self.plane.receive(envelope)
+            self.plane.scheduleEndOfBatch()
         } else {
-            plane.eventLoop.execute {
-                plane.receive(envelope)
-                plane.endOfBatch()
-            }
+            self.hop(envelope)
+        }
+    }
+
+    private func hop(_ envelope: Envelope) {
+        let plane = self.plane
+        plane.eventLoop.execute {
+            plane.receive(envelope)
+            plane.endOfBatch()
         }
     }
 

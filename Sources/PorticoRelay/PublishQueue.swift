@@ -30,9 +30,12 @@ final class PublishQueue: @unchecked Sendable {
     private let logger: Logger
     private let onDrop: @Sendable () -> Void
 
-    private var pending = CircularBuffer<(channel: ByteBuffer, envelope: ByteBuffer)>()
-    /// Rooms of `pending`, for the resubscription wait after an outage.
-    private var pendingRooms = CircularBuffer<Room>()
+    /// Queued envelopes with their room (for the resubscription wait after an outage) and its channel.
+    private var pending = CircularBuffer<(room: Room, channel: ByteBuffer, envelope: ByteBuffer)>()
+    /// A room's Redis channel name, as bytes.
+    private let channelName: @Sendable (Room) -> ByteBuffer
+    /// The last room published into and its channel: a busy room's name is built once, not per message.
+    private var lastChannel: (room: Room, name: ByteBuffer)?
     /// Entries at the front of `pending` written to the current target and not confirmed yet.
     private var inFlight = 0
     /// The batches in flight, oldest first: how many entries each holds and whether Redis confirmed it. Entries
@@ -56,10 +59,17 @@ final class PublishQueue: @unchecked Sendable {
     /// The most messages in one batch.
     static let batchLimit = 1_024
 
-    init(eventLoop: any EventLoop, limit: Int, logger: Logger, onDrop: @escaping @Sendable () -> Void) {
+    init(
+        eventLoop: any EventLoop,
+        limit: Int,
+        logger: Logger,
+        channelName: @escaping @Sendable (Room) -> ByteBuffer,
+        onDrop: @escaping @Sendable () -> Void
+    ) {
         self.eventLoop = eventLoop
         self.limit = limit
         self.logger = logger
+        self.channelName = channelName
         self.onDrop = onDrop
     }
 
@@ -82,13 +92,12 @@ final class PublishQueue: @unchecked Sendable {
 
     // MARK: On the event loop
 
-    /// Queues an encoded envelope for `channel`.
-    func enqueue(channel: ByteBuffer, envelope: ByteBuffer, room: Room) {
+    /// Queues an encoded envelope for `room`'s channel.
+    func enqueue(envelope: ByteBuffer, room: Room) {
         self.eventLoop.assertInEventLoop()
         if self.pending.count >= self.limit && self.inFlight < self.pending.count && !self.connectedNow {
             // Only while Redis is away: the oldest unsent message goes to make room (never one in flight).
             self.pending.remove(at: self.pending.index(self.pending.startIndex, offsetBy: self.inFlight))
-            self.pendingRooms.remove(at: self.pendingRooms.index(self.pendingRooms.startIndex, offsetBy: self.inFlight))
             let dropped = self.droppedCount.add(1, ordering: .relaxed).newValue
             self.onDrop()
             if dropped == 1 || dropped % 1000 == 0 {
@@ -98,8 +107,8 @@ final class PublishQueue: @unchecked Sendable {
                 )
             }
         }
-        self.pending.append((channel, envelope))
-        self.pendingRooms.append(room)
+        if self.lastChannel?.room != room { self.lastChannel = (room, self.channelName(room)) }
+        self.pending.append((room, self.lastChannel!.name, envelope))
         self.depth.store(self.pending.count, ordering: .relaxed)
         self.scheduleFlush()
     }
@@ -109,7 +118,7 @@ final class PublishQueue: @unchecked Sendable {
     /// Rooms with messages waiting (for the resubscription wait).
     func roomsPending() -> Set<Room> {
         self.eventLoop.assertInEventLoop()
-        return Set(self.pendingRooms)
+        return Set(self.pending.lazy.map(\.room))
     }
 
     /// Redis is reachable again, but the queue holds on until ``attach(_:ifStill:)`` (publishers still wait
@@ -186,7 +195,6 @@ final class PublishQueue: @unchecked Sendable {
                 self.batches.removeFirst()
                 self.batchBase += 1
                 self.pending.removeFirst(first.count)
-                self.pendingRooms.removeFirst(first.count)
                 self.inFlight -= first.count
             }
             self.depth.store(self.pending.count, ordering: .relaxed)

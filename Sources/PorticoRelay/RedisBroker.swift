@@ -71,6 +71,8 @@ public actor RedisBroker: Broker, Service {
     private var link: (any RedisLink)?
     private var rooms: Set<Room> = []
     private var localPresence: [Room: Int] = [:]
+    /// `portico_relay_dropped_publishes_total`.
+    private nonisolated let droppedCounter: Counter
     /// Outgoing envelopes, on the relay's event loop; made when the relay attaches.
     private nonisolated let queue = AtomicLazyReference<PublishQueue>()
     public private(set) var state: State = .connecting
@@ -83,9 +85,11 @@ public actor RedisBroker: Broker, Service {
         self.configuration = configuration
         self.logger = logger
         (self.states, self.stateContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(16))
-        // Exported at 0 from the start, not only once something was dropped.
-        Counter(label: "portico_relay_dropped_publishes_total", dimensions: [("node", configuration.node)])
-            .increment(by: 0)
+        self.droppedCounter = Counter(
+            label: "portico_relay_dropped_publishes_total",
+            dimensions: [("node", configuration.node)]
+        )
+        self.droppedCounter.increment(by: 0)  // exported at 0 from the start, not only once something was dropped
     }
 
     /// Connected, and probes through Redis come back: the node can serve (its `/healthz` says so).
@@ -106,16 +110,14 @@ public actor RedisBroker: Broker, Service {
 
     public nonisolated func attach(_ sink: InboundSink) {
         self.sink.withLockedValue { $0 = sink }
-        let counter = Counter(
-            label: "portico_relay_dropped_publishes_total",
-            dimensions: [("node", self.configuration.node)]
-        )
+        let dropped = self.droppedCounter
         _ = self.queue.storeIfNil(
             PublishQueue(
                 eventLoop: sink.eventLoop,
                 limit: self.configuration.publishBufferLimit,
                 logger: self.logger,
-                onDrop: { counter.increment() }
+                channelName: { ByteBuffer(string: Self.redisChannel(for: $0)) },
+                onDrop: { dropped.increment() }
             )
         )
     }
@@ -127,13 +129,12 @@ public actor RedisBroker: Broker, Service {
         guard let queue = self.queue.load() else {
             throw RedisConnection.ConnectionError(message: "no relay attached to this broker")
         }
-        let channel = ByteBuffer(string: Self.redisChannel(for: envelope.room))
         let encoded = envelope.encoded()
         let room = envelope.room
         if queue.eventLoop.inEventLoop {
-            queue.enqueue(channel: channel, envelope: encoded, room: room)
+            queue.enqueue(envelope: encoded, room: room)
         } else {
-            queue.eventLoop.execute { queue.enqueue(channel: channel, envelope: encoded, room: room) }
+            queue.eventLoop.execute { queue.enqueue(envelope: encoded, room: room) }
         }
     }
 
@@ -259,9 +260,8 @@ public actor RedisBroker: Broker, Service {
         try await link.subscribe(self.rooms.map { Self.redisChannel(for: $0) })
         try await self.heartbeat()
         guard let queue = self.queue.load() else { return }
-        let target = link.publishTarget
         if self.reconnects == 0 {
-            try await queue.eventLoop.submit { queue.attach(target) }.get()
+            try await queue.eventLoop.submit { queue.attach(link) }.get()
             return
         }
         // After an outage, publishes buffered meanwhile or left unconfirmed wait for the other nodes to
@@ -271,7 +271,7 @@ public actor RedisBroker: Broker, Service {
         Task {
             if !rooms.isEmpty { await self.waitForSubscribers(of: rooms, upTo: .seconds(5)) }
             // Not if this connection was lost meanwhile (the token is stale then): the next one attaches.
-            queue.eventLoop.execute { queue.attach(target, ifStill: token) }
+            queue.eventLoop.execute { queue.attach(link, ifStill: token) }
         }
     }
 

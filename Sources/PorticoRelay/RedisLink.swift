@@ -5,15 +5,12 @@ import PorticoRESP
 
 /// What a ``RedisBroker`` talks through: the connections to one Redis, or to the shards of a Redis Cluster.
 /// The broker's logic (outbox, presence, heartbeats, reconnects) is the same over both.
-protocol RedisLink: Sendable {
+/// Also where the broker's ``PublishQueue`` sends its batches (``PublishTarget``).
+protocol RedisLink: PublishTarget {
     /// Every connection is open.
     var isActive: Bool { get async }
     /// Sends commands pipelined, each routed by its key; returns the replies in order (errors as values).
     func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue]
-    /// Publishes pipelined, in order; returns once Redis took every message.
-    func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws
-    /// The same, for the broker's ``PublishQueue`` on its event loop.
-    var publishTarget: any PublishTarget { get }
     /// Where keys are read (every master, in a cluster).
     var keyspace: RedisKeyspace { get }
     func subscribe(_ channels: [String]) async throws
@@ -105,11 +102,17 @@ final class StandaloneRedisLink: RedisLink {
         return replies
     }
 
-    func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws {
-        try await self.connection.publish(batch).get()
-    }
+    /// One pipelined connection: batches arrive and complete in order.
+    var keepsOrder: Bool { true }
 
-    var publishTarget: any PublishTarget { self }
+    func publish(
+        _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
+        on eventLoop: any EventLoop
+    )
+        -> EventLoopFuture<Void>
+    {
+        self.connection.publish(batch)
+    }
 
     var keyspace: RedisKeyspace { .single(self.connection) }
 
@@ -136,39 +139,6 @@ final class StandaloneRedisLink: RedisLink {
     }
 }
 
-extension StandaloneRedisLink: PublishTarget {
-    /// One pipelined connection: batches arrive and complete in order.
-    var keepsOrder: Bool { true }
-
-    func publish(
-        _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
-        on eventLoop: any EventLoop
-    )
-        -> EventLoopFuture<Void>
-    {
-        self.connection.publish(batch)
-    }
-}
-
-/// Publishes through a cluster link: SPUBLISH routed by slot, which is async (the slot map may need a refresh).
-struct ClusterPublishTarget: PublishTarget {
-    let link: ClusterRedisLink
-    /// Each batch is a task of its own: two in flight could reach the shards in either order.
-    var keepsOrder: Bool { false }
-
-    func publish(
-        _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
-        on eventLoop: any EventLoop
-    )
-        -> EventLoopFuture<Void>
-    {
-        let promise = eventLoop.makePromise(of: Void.self)
-        let link = self.link
-        promise.completeWithTask { try await link.publish(batch) }
-        return promise.futureResult
-    }
-}
-
 /// A Redis Cluster: commands and SPUBLISH go to the owner of their slot (``RedisClusterClient``); rooms are
 /// shard channels, SSUBSCRIBEd on one subscriber connection per master that has rooms. Each such connection
 /// has its own probe channel (one whose slot that master owns), so a dead shard subscription is noticed.
@@ -190,7 +160,20 @@ actor ClusterRedisLink: RedisLink {
     /// A shard subscriber closed by something else than ``close()``.
     private var lostShard = false
 
-    nonisolated var publishTarget: any PublishTarget { ClusterPublishTarget(link: self) }
+    /// Each batch is a task of its own (SPUBLISH routed by slot may refresh the slot map first): two in flight
+    /// could reach the shards in either order, so the queue sends one at a time.
+    nonisolated var keepsOrder: Bool { false }
+
+    nonisolated func publish(
+        _ batch: [(channel: ByteBuffer, payload: ByteBuffer)],
+        on eventLoop: any EventLoop
+    )
+        -> EventLoopFuture<Void>
+    {
+        let promise = eventLoop.makePromise(of: Void.self)
+        promise.completeWithTask { try await self.publish(batch) }
+        return promise.futureResult
+    }
 
     static func connect(seeds: [RedisURL], node: String, _ inbound: Inbound) async throws -> ClusterRedisLink {
         ClusterRedisLink(client: try await RedisClusterClient.connect(seeds: seeds), node: node, inbound: inbound)
@@ -215,7 +198,7 @@ actor ClusterRedisLink: RedisLink {
         )
     }
 
-    func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws {
+    private func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws {
         let command = ByteBuffer(string: "SPUBLISH")
         let replies = try await self.client.sendBatch(
             batch.map { message in

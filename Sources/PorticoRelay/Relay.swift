@@ -114,20 +114,17 @@ public actor Relay {
     ///   - channel: the member's WebSocket channel.
     public func join(_ room: Room, member: String, channel: any Channel) async throws {
         guard !(self.members[room]?.contains(member) ?? false) else { return }
-        let writer: RelayMemberChannel
-        if let existing = self.channels[member] {
-            writer = existing.writer
-        } else {
-            writer = try await RelayMemberChannel.make(channel, drops: self.slowMemberDrops)
-        }
-        guard !(self.members[room]?.contains(member) ?? false) else { return }  // joined while we waited
-        // Counted before the join's awaits, so that a leave running meanwhile finds it.
-        self.channels[member] = (self.channels[member]?.writer ?? writer, (self.channels[member]?.rooms ?? 0) + 1)
+        var writer = self.channels[member]?.writer
+        if writer == nil { writer = try await RelayMemberChannel.make(channel, drops: self.slowMemberDrops) }
+        // After that await: joined meanwhile, or the member's writer made meanwhile by a concurrent join.
+        guard !(self.members[room]?.contains(member) ?? false), let made = writer else { return }
+        let entry = (writer: self.channels[member]?.writer ?? made, rooms: (self.channels[member]?.rooms ?? 0) + 1)
+        self.channels[member] = entry  // counted before the join's awaits, so that a leave meanwhile finds it
         do {
-            try await self.join(room, member: member, as: .channel(self.channels[member]?.writer ?? writer))
+            try await self.join(room, member: member, as: .channel(entry.writer))
         } catch {
-            if let entry = self.channels[member] {
-                self.channels[member] = entry.rooms > 1 ? (entry.writer, entry.rooms - 1) : nil
+            if let current = self.channels[member] {
+                self.channels[member] = current.rooms > 1 ? (current.writer, current.rooms - 1) : nil
             }
             throw error
         }

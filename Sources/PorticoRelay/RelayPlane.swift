@@ -156,8 +156,12 @@ final class RelayPlane: @unchecked Sendable {
     func deliver(_ payload: ByteBuffer, to room: Room, except: [String]) {
         self.eventLoop.assertInEventLoop()
         guard let members = self.rooms[room]?.members else { return }
+        // `except` comes off the wire too (up to 65,535 ids): past a few, look them up in a set, not a scan
+        // per member.
+        let excluded = except.count > 8 ? Set(except) : nil
         var frame: ByteBuffer?
-        for (id, member) in members where except.isEmpty || !except.contains(id) {
+        for (id, member) in members
+        where except.isEmpty || !(excluded.map { $0.contains(id) } ?? except.contains(id)) {
             self.delivered += 1
             switch member {
             case .closure(let deliver):

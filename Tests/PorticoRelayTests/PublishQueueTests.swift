@@ -27,12 +27,18 @@ import Testing
     }
 
     static func queue(_ loop: EmbeddedEventLoop, limit: Int = 100) -> PublishQueue {
-        PublishQueue(eventLoop: loop, limit: limit, logger: Logger(label: "test"), onDrop: {})
+        PublishQueue(
+            eventLoop: loop,
+            limit: limit,
+            logger: Logger(label: "test"),
+            channelName: { ByteBuffer(string: $0.name) },
+            onDrop: {}
+        )
     }
 
     static func enqueue(_ queue: PublishQueue, _ texts: [String]) {
         for text in texts {
-            queue.enqueue(channel: ByteBuffer(string: "c"), envelope: ByteBuffer(string: text), room: Room("r"))
+            queue.enqueue(envelope: ByteBuffer(string: text), room: Room("r"))
         }
     }
 
