@@ -28,8 +28,13 @@ struct ChatNodeCommand: AsyncParsableCommand {
     @Option(help: "This node's id, unique in the cluster (default: the host name).")
     var nodeId: String?
 
-    @Option(help: "Redis URL (redis://host:port); without it the node runs alone with the in-process broker.")
-    var redis: String?
+    @Option(
+        help: """
+            Redis URL (redis://host:port); without it the node runs alone with the in-process broker. With \
+            --redis-cluster, repeat it to name several seed nodes: the slot map is read from any that answers.
+            """
+    )
+    var redis: [String] = []
 
     @Flag(help: "--redis is a node of a Redis Cluster: rooms become shard channels (SSUBSCRIBE/SPUBLISH).")
     var redisCluster = false
@@ -62,10 +67,16 @@ struct ChatNodeCommand: AsyncParsableCommand {
         var services: [any Service] = []
         let broker: any Broker
         var health: @Sendable () async -> Bool = { true }
-        if let redis = self.redis {
-            guard let url = RedisURL(redis) else { throw ValidationError("--redis: expected redis://host:port") }
-            var configuration = RedisBroker.Configuration(url: url, node: nodeId)
-            if self.redisCluster { configuration.mode = .cluster() }
+        if !self.redis.isEmpty {
+            let urls = try self.redis.map { redis in
+                guard let url = RedisURL(redis) else { throw ValidationError("--redis: expected redis://host:port") }
+                return url
+            }
+            guard urls.count == 1 || self.redisCluster else {
+                throw ValidationError("--redis: only one without --redis-cluster (several are a cluster's seeds)")
+            }
+            var configuration = RedisBroker.Configuration(url: urls[0], node: nodeId)
+            if self.redisCluster { configuration.mode = .cluster(seeds: Array(urls.dropFirst())) }
             if let service = self.service {
                 configuration.service = service
                 configuration.advertise = self.advertise ?? self.listen
@@ -100,7 +111,8 @@ struct ChatNodeCommand: AsyncParsableCommand {
             "chat node starting",
             metadata: [
                 "portico.listen": "\(self.listen)",
-                "portico.redis": "\(self.redis.map(RedisURL.redactingPassword(in:)) ?? "none")",
+                "portico.redis":
+                    "\(self.redis.isEmpty ? "none" : self.redis.map(RedisURL.redactingPassword(in:)).joined(separator: ","))",
             ]
         )
         try await group.run()

@@ -30,6 +30,10 @@ public actor RedisClusterClient {
     private var connections: [NodeAddress: RedisConnection] = [:]
     /// `MOVED` and `ASK` replies followed so far.
     public private(set) var redirections = 0
+    /// Told the slot map (the owner of each slot) whenever it changes.
+    private var slotMapObserver: (@Sendable ([NodeAddress?]) -> Void)?
+    /// When a connection failure last made the client reread the slot map (at most once a second).
+    private var lastFailureRefresh: ContinuousClock.Instant?
 
     private init(seeds: [RedisURL], group: any EventLoopGroup) {
         self.seeds = seeds
@@ -63,11 +67,19 @@ public actor RedisClusterClient {
     /// Whether every connection opened so far is still open.
     public var isActive: Bool { !self.connections.isEmpty && self.connections.values.allSatisfy(\.isActive) }
 
-    /// Reads `CLUSTER SLOTS` from a known node (or a seed) and replaces the slot map.
+    /// Calls `observer` with the slot map now and whenever it changes.
+    public func observeSlotMap(_ observer: @escaping @Sendable ([NodeAddress?]) -> Void) {
+        self.slotMapObserver = observer
+        observer(self.owners)
+    }
+
+    /// Reads `CLUSTER SLOTS` from any node that answers (open connections first, then every master of the last
+    /// map, then the seeds) and replaces the slot map: one master down, or a seed gone, is no reason to fail.
     public func refreshSlots() async throws {
-        let known = self.connections.keys.sorted()
+        let open = self.connections.filter { $0.value.isActive }.keys.sorted()
         let seeds = self.seeds.map { NodeAddress(host: $0.host, port: $0.port) }
-        for address in known + seeds {
+        var tried: Set<NodeAddress> = []
+        for address in open + self.masters + seeds where tried.insert(address).inserted {
             guard let connection = try? await self.connection(to: address),
                 case .array(let ranges?)? = try? await connection.send(["CLUSTER", "SLOTS"])
             else { continue }
@@ -83,7 +95,7 @@ public actor RedisClusterClient {
                 let owner = NodeAddress(host: host.isEmpty || host == "?" ? address.host : host, port: Int(port))
                 for slot in Int(first)...Int(last) { owners[slot] = owner }
             }
-            self.owners = owners
+            self.setOwners(owners)
             return
         }
         throw RedisConnection.ConnectionError(message: "no Redis Cluster node answered CLUSTER SLOTS")
@@ -115,7 +127,9 @@ public actor RedisClusterClient {
             switch Redirection(reply) {
             case .moved(let movedSlot, let target)?:
                 self.redirections += 1
-                self.owners[movedSlot] = target
+                var owners = self.owners
+                owners[movedSlot] = target
+                self.setOwners(owners)
                 asking = nil
                 try? await self.refreshSlots()
             case .ask(_, let target)?:
@@ -129,31 +143,63 @@ public actor RedisClusterClient {
     }
 
     /// Sends many commands pipelined, each to the owner of its slot; replies come back in the given order.
-    /// Commands that were redirected are sent again one by one, in order, after the batch.
+    /// Commands that were redirected are sent again one by one, in order, after the batch. A command whose
+    /// master cannot be reached gets an error reply (`CONNECTIONDOWN …`) and the rest go on: one master down
+    /// fails only its own commands.
     public func sendBatch(_ commands: [(arguments: [ByteBuffer], slot: Int)]) async throws -> [RESPValue] {
-        var futures: [EventLoopFuture<RESPValue>] = []
+        var futures: [Result<EventLoopFuture<RESPValue>, any Error>] = []
         futures.reserveCapacity(commands.count)
-        var byOwner: [NodeAddress: RedisConnection] = [:]
+        var byOwner: [NodeAddress: Result<RedisConnection, any Error>] = [:]
         for command in commands {
             guard let owner = try await self.ownerRefreshingIfUnknown(command.slot) else {
-                throw RedisConnection.ConnectionError(message: "no Redis Cluster node serves slot \(command.slot)")
+                futures.append(
+                    .failure(RedisConnection.ConnectionError(message: "no node serves slot \(command.slot)"))
+                )
+                continue
             }
-            let connection: RedisConnection
+            let connection: Result<RedisConnection, any Error>
             if let known = byOwner[owner] {
                 connection = known
             } else {
-                connection = try await self.connection(to: owner)
+                do {
+                    connection = .success(try await self.connection(to: owner))
+                } catch {
+                    connection = .failure(error)
+                }
                 byOwner[owner] = connection
             }
-            futures.append(connection.enqueue(command.arguments))
+            futures.append(connection.map { $0.enqueue(command.arguments) })
         }
         var replies: [RESPValue] = []
         replies.reserveCapacity(commands.count)
-        for future in futures { replies.append(try await future.get()) }
+        var unreachable = false
+        for future in futures {
+            do {
+                replies.append(try await future.get().get())
+            } catch {
+                unreachable = true
+                replies.append(.error("CONNECTIONDOWN \(error)"))
+            }
+        }
+        if unreachable { await self.refreshAfterFailure() }
         for index in replies.indices where Redirection(replies[index]) != nil {
             replies[index] = try await self.send(commands[index].arguments, slot: commands[index].slot)
         }
         return replies
+    }
+
+    /// A master could not be reached: it may have failed over. Rereads the slot map, at most once a second.
+    private func refreshAfterFailure() async {
+        let now = ContinuousClock.now
+        if let last = self.lastFailureRefresh, now - last < .seconds(1) { return }
+        self.lastFailureRefresh = now
+        try? await self.refreshSlots()
+    }
+
+    private func setOwners(_ owners: [NodeAddress?]) {
+        guard owners != self.owners else { return }
+        self.owners = owners
+        self.slotMapObserver?(owners)
     }
 
     /// Sends a command to every master, for commands that look at one node's own data (`SCAN`, `PUBSUB`).

@@ -29,6 +29,9 @@ final class PublishQueue: @unchecked Sendable {
     private let limit: Int
     private let logger: Logger
     private let onDrop: @Sendable () -> Void
+    /// Told, on the loop, whenever ``isFull`` turns true or false (``PublishLanes`` counts its full lanes).
+    private let onFullChange: @Sendable (Bool) -> Void
+    private var reportedFull = false
 
     /// Queued envelopes with their room (for the resubscription wait after an outage) and its channel.
     private var pending = CircularBuffer<(room: Room, channel: ByteBuffer, envelope: ByteBuffer)>()
@@ -48,6 +51,8 @@ final class PublishQueue: @unchecked Sendable {
     /// Bumped whenever the target changes: completions of batches sent to an older one are ignored.
     private var generation = 0
     private var flushScheduled = false
+    /// A batch failed: nothing is sent until the pause after it is over (new messages do not cut it short).
+    private var pausedAfterFailure = false
     private var spaceWaiters: [EventLoopPromise<Void>] = []
 
     /// Queued messages, for publishers on other threads deciding whether to wait.
@@ -64,13 +69,15 @@ final class PublishQueue: @unchecked Sendable {
         limit: Int,
         logger: Logger,
         channelName: @escaping @Sendable (Room) -> ByteBuffer,
-        onDrop: @escaping @Sendable () -> Void
+        onDrop: @escaping @Sendable () -> Void,
+        onFullChange: @escaping @Sendable (Bool) -> Void = { _ in }
     ) {
         self.eventLoop = eventLoop
         self.limit = limit
         self.logger = logger
         self.channelName = channelName
         self.onDrop = onDrop
+        self.onFullChange = onFullChange
     }
 
     /// Messages dropped because the queue was full while Redis was away.
@@ -109,11 +116,28 @@ final class PublishQueue: @unchecked Sendable {
         }
         if self.lastChannel?.room != room { self.lastChannel = (room, self.channelName(room)) }
         self.pending.append((room, self.lastChannel!.name, envelope))
-        self.depth.store(self.pending.count, ordering: .relaxed)
+        self.storeDepth()
         self.scheduleFlush()
     }
 
     private var connectedNow: Bool { self.connected.load(ordering: .relaxed) }
+
+    private func storeDepth() {
+        self.depth.store(self.pending.count, ordering: .relaxed)
+        self.reportFullness()
+    }
+
+    private func storeConnected(_ connected: Bool) {
+        self.connected.store(connected, ordering: .relaxed)
+        self.reportFullness()
+    }
+
+    private func reportFullness() {
+        let full = self.isFull
+        guard full != self.reportedFull else { return }
+        self.reportedFull = full
+        self.onFullChange(full)
+    }
 
     /// Rooms with messages waiting (for the resubscription wait).
     func roomsPending() -> Set<Room> {
@@ -125,7 +149,7 @@ final class PublishQueue: @unchecked Sendable {
     /// when full). Returns the token that attach must present: a ``detach()`` in between makes it stale.
     func markConnected() -> Int {
         self.eventLoop.assertInEventLoop()
-        self.connected.store(true, ordering: .relaxed)
+        self.storeConnected(true)
         return self.generation
     }
 
@@ -136,7 +160,7 @@ final class PublishQueue: @unchecked Sendable {
         if let token, token != self.generation { return }
         self.restart()
         self.target = target
-        self.connected.store(true, ordering: .relaxed)
+        self.storeConnected(true)
         self.scheduleFlush()
     }
 
@@ -145,20 +169,22 @@ final class PublishQueue: @unchecked Sendable {
         self.eventLoop.assertInEventLoop()
         self.restart()
         self.target = nil
-        self.connected.store(false, ordering: .relaxed)
+        self.storeConnected(false)
         self.wakeWaiters()  // they queue now, and drop the oldest when full
     }
 
     /// Forgets what is in flight (it is unconfirmed, and goes again); completions from before are ignored.
     private func restart() {
         self.generation += 1
+        self.pausedAfterFailure = false
         self.inFlight = 0
         self.batches.removeAll()
         self.batchBase = 0
     }
 
     private func scheduleFlush() {
-        guard !self.flushScheduled, self.target != nil, self.inFlight < self.pending.count else { return }
+        guard !self.flushScheduled, !self.pausedAfterFailure, self.target != nil, self.inFlight < self.pending.count
+        else { return }
         self.flushScheduled = true
         // After everything else this tick has to do: what it publishes goes in the same batch.
         self.eventLoop.execute { self.flush() }
@@ -197,17 +223,24 @@ final class PublishQueue: @unchecked Sendable {
                 self.pending.removeFirst(first.count)
                 self.inFlight -= first.count
             }
-            self.depth.store(self.pending.count, ordering: .relaxed)
+            self.storeDepth()
+            // A batch went through: Redis takes publishes (again), and a full queue makes publishers wait.
+            if !self.connectedNow { self.storeConnected(true) }
             if self.pending.count < self.limit { self.wakeWaiters() }
             self.scheduleFlush()  // a target that takes one batch at a time is free again
         case .failure:
             // An error reply, or the connection failed. Everything unconfirmed goes again (receivers drop what
             // they already had by its sequence): over this target after a pause, unless the broker replaces it
-            // meanwhile (a lost connection makes it reconnect, and detach and attach).
+            // meanwhile (a lost connection makes it reconnect, and detach and attach). Until a batch goes
+            // through, Redis counts as away: publishers do not wait on it, the oldest is dropped when full.
             self.restart()
+            self.storeConnected(false)
+            self.wakeWaiters()
+            self.pausedAfterFailure = true
             let token = self.generation
             self.eventLoop.scheduleTask(in: .milliseconds(100)) {
                 guard token == self.generation else { return }
+                self.pausedAfterFailure = false
                 self.scheduleFlush()
             }
         }

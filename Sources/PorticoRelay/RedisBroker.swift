@@ -73,8 +73,8 @@ public actor RedisBroker: Broker, Service {
     private var localPresence: [Room: Int] = [:]
     /// `portico_relay_dropped_publishes_total`.
     private nonisolated let droppedCounter: Counter
-    /// Outgoing envelopes, on the relay's event loop; made when the relay attaches.
-    private nonisolated let queue = AtomicLazyReference<PublishQueue>()
+    /// Outgoing envelopes, on the relay's event loop (one lane per cluster master); made when the relay attaches.
+    private nonisolated let queue = AtomicLazyReference<PublishLanes>()
     public private(set) var state: State = .connecting
     /// Publishes dropped because the buffer was full while Redis was away.
     public nonisolated var dropped: Int { self.queue.load()?.dropped ?? 0 }
@@ -111,10 +111,12 @@ public actor RedisBroker: Broker, Service {
     public nonisolated func attach(_ sink: InboundSink) {
         self.sink.withLockedValue { $0 = sink }
         let dropped = self.droppedCounter
+        let sharded = if case .cluster = self.configuration.mode { true } else { false }
         _ = self.queue.storeIfNil(
-            PublishQueue(
+            PublishLanes(
                 eventLoop: sink.eventLoop,
                 limit: self.configuration.publishBufferLimit,
+                sharded: sharded,
                 logger: self.logger,
                 channelName: { ByteBuffer(string: Self.redisChannel(for: $0)) },
                 onDrop: { dropped.increment() }
@@ -248,13 +250,16 @@ public actor RedisBroker: Broker, Service {
         }
         guard let sink = attached else { return }
         // On the subscriber's event loop, the plane's when a relay is attached: no hop per message.
-        let inbound = Inbound(
+        var inbound = Inbound(
             eventLoop: sink.eventLoop,
             message: { _, payload in
                 if let envelope = Envelope(decoding: payload), envelope.origin != node { sink.receive(envelope) }
             },
             endOfBatch: { sink.endOfBatch() }
         )
+        if let lanes = self.queue.load() {
+            inbound.slotMap = { owners in lanes.eventLoop.execute { lanes.setOwners(owners) } }
+        }
         let link = try await self.makeLink(inbound)
         self.link = link
         try await link.subscribe(self.rooms.map { Self.redisChannel(for: $0) })
@@ -320,10 +325,24 @@ public actor RedisBroker: Broker, Service {
             let key = Self.presenceKey(room)
             commands.append((["HSET", key, self.configuration.node, "\(members)"], key))
         }
-        for case .error(let message) in try await link.send(commands) {
-            throw RedisConnection.ServerError(message: message)
+        let replies: [RESPValue]
+        do {
+            replies = try await link.send(commands)
+        } catch  where self.isCluster {
+            self.logger.warning("relay heartbeat failed", metadata: ["portico.error": "\(error)"])
+            return
+        }
+        for case .error(let message) in replies {
+            // One master down fails only the keys it serves: the cluster link recovers its shard on its own.
+            guard self.isCluster else { throw RedisConnection.ServerError(message: message) }
+            self.logger.warning(
+                "relay heartbeat: a key's master did not take it",
+                metadata: ["portico.error": "\(message)"]
+            )
         }
     }
+
+    private var isCluster: Bool { if case .cluster = self.configuration.mode { true } else { false } }
 
     private func disconnect() async {
         if let queue = self.queue.load() {
@@ -344,6 +363,8 @@ public actor RedisBroker: Broker, Service {
             try await ClusterRedisLink.connect(
                 seeds: [self.configuration.url] + seeds,
                 node: self.configuration.node,
+                probeTimeout: self.configuration.probeTimeout,
+                logger: self.logger,
                 inbound
             )
         }

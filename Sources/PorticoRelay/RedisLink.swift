@@ -1,3 +1,5 @@
+import CoreMetrics
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -45,6 +47,8 @@ struct Inbound: Sendable {
     let message: RedisSubscriber.MessageHandler
     /// The end of a subscriber's read batch.
     let endOfBatch: @Sendable () -> Void
+    /// A Redis Cluster's slot map, whenever it changes (the publish lanes follow it).
+    var slotMap: @Sendable ([RedisClusterClient.NodeAddress?]) -> Void = { _ in }
 }
 
 /// One Redis: a pipelined connection for commands and publishes, a SUBSCRIBE connection for rooms and probes.
@@ -142,7 +146,11 @@ final class StandaloneRedisLink: RedisLink {
 /// A Redis Cluster: commands and SPUBLISH go to the owner of their slot (``RedisClusterClient``); rooms are
 /// shard channels, SSUBSCRIBEd on one subscriber connection per master that has rooms. Each such connection
 /// has its own probe channel (one whose slot that master owns), so a dead shard subscription is noticed.
-/// When a master loses a channel's slot, Redis ends the subscription and the link moves it to the new owner.
+///
+/// A fault stays on its shard: a master that dies, hangs or stops echoing probes loses only its own
+/// subscriber, whose rooms are placed again (on whichever master the slot map names by then) with their own
+/// backoff, while the other shards' rooms go on; the slot map is read from any master that answers. When a
+/// master loses a channel's slot, Redis ends the subscription and the link moves it to the new owner.
 actor ClusterRedisLink: RedisLink {
     private struct Shard {
         let subscriber: RedisSubscriber
@@ -154,14 +162,24 @@ actor ClusterRedisLink: RedisLink {
     private let client: RedisClusterClient
     private let node: String
     private let inbound: Inbound
+    private let probeTimeout: Duration
+    private let logger: Logger
     private var shards: [RedisClusterClient.NodeAddress: Shard] = [:]
     /// The master each subscribed channel is subscribed on.
     private var placed: [String: RedisClusterClient.NodeAddress] = [:]
-    /// A shard subscriber closed by something else than ``close()``.
-    private var lostShard = false
+    /// Channels of lost shards, waiting to be placed again (by ``recover()``); their number is
+    /// `portico_relay_cluster_rooms_unplaced` (the node stays healthy while other shards serve).
+    private var orphans: Set<String> = [] {
+        didSet { if self.orphans.count != oldValue.count { self.unplaced.record(self.orphans.count) } }
+    }
+    private let unplaced: Gauge
+    private var recovering = false
+    /// When the last shard with rooms was lost, while none is left (health reads it).
+    private var allLostSince: ContinuousClock.Instant?
+    private var closed = false
 
     /// Each batch is a task of its own (SPUBLISH routed by slot may refresh the slot map first): two in flight
-    /// could reach the shards in either order, so the queue sends one at a time.
+    /// could reach the shards in either order, so a lane sends one at a time.
     nonisolated var keepsOrder: Bool { false }
 
     nonisolated func publish(
@@ -175,22 +193,37 @@ actor ClusterRedisLink: RedisLink {
         return promise.futureResult
     }
 
-    static func connect(seeds: [RedisURL], node: String, _ inbound: Inbound) async throws -> ClusterRedisLink {
-        ClusterRedisLink(client: try await RedisClusterClient.connect(seeds: seeds), node: node, inbound: inbound)
+    static func connect(
+        seeds: [RedisURL],
+        node: String,
+        probeTimeout: Duration,
+        logger: Logger,
+        _ inbound: Inbound
+    ) async throws -> ClusterRedisLink {
+        let client = try await RedisClusterClient.connect(seeds: seeds)
+        await client.observeSlotMap(inbound.slotMap)
+        return ClusterRedisLink(client: client, node: node, probeTimeout: probeTimeout, logger: logger, inbound)
     }
 
-    private init(client: RedisClusterClient, node: String, inbound: Inbound) {
+    private init(
+        client: RedisClusterClient,
+        node: String,
+        probeTimeout: Duration,
+        logger: Logger,
+        _ inbound: Inbound
+    ) {
         self.client = client
         self.node = node
+        self.probeTimeout = probeTimeout
+        self.logger = logger
         self.inbound = inbound
+        self.unplaced = Gauge(label: "portico_relay_cluster_rooms_unplaced", dimensions: [("node", node)])
+        self.unplaced.record(0)
     }
 
-    var isActive: Bool {
-        get async {
-            let clientActive = await self.client.isActive
-            return clientActive && !self.lostShard && self.shards.values.allSatisfy { $0.subscriber.isActive }
-        }
-    }
+    /// Open until closed: a master that is down is this link's to recover, shard by shard, not a reason to
+    /// drop every connection.
+    var isActive: Bool { !self.closed }
 
     func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue] {
         try await self.client.sendBatch(
@@ -214,13 +247,21 @@ actor ClusterRedisLink: RedisLink {
     nonisolated var keyspace: RedisKeyspace { .cluster(self.client) }
 
     func subscribe(_ channels: [String]) async throws {
-        for channel in channels where self.placed[channel] == nil {
-            try await self.place(channel)
+        for channel in channels where self.placed[channel] == nil && !self.orphans.contains(channel) {
+            do {
+                try await self.place(channel)
+            } catch {
+                // Its master is down: placed when it (or the replica that takes its slots) answers.
+                self.orphans.insert(channel)
+                if self.shards.isEmpty { self.allLostSince = self.allLostSince ?? .now }
+                self.startRecovery()
+            }
         }
     }
 
     func unsubscribe(_ channels: [String]) async throws {
         for channel in channels {
+            self.orphans.remove(channel)
             guard let owner = self.placed.removeValue(forKey: channel), var shard = self.shards[owner] else { continue }
             shard.channels.remove(channel)
             self.shards[owner] = shard
@@ -244,7 +285,13 @@ actor ClusterRedisLink: RedisLink {
         return Int(count)
     }
 
+    /// Probes every shard; a shard whose probe has not come back for `probeTimeout` is lost (its master hangs
+    /// or its subscription is dead) and recovered on its own.
     func sendProbes() async throws {
+        let now = ContinuousClock.now
+        for (owner, shard) in self.shards where now - shard.probes.last >= self.probeTimeout {
+            await self.lose(owner, because: "probes stopped coming back")
+        }
         let command = ByteBuffer(string: "SPUBLISH")
         let probes = self.shards.values.map { shard in
             (
@@ -255,9 +302,16 @@ actor ClusterRedisLink: RedisLink {
         _ = try await self.client.sendBatch(probes)
     }
 
-    var oldestProbe: ContinuousClock.Instant { self.shards.values.map { $0.probes.last }.min() ?? .now }
+    /// What health is judged by: the freshest shard's probe (the node serves the rooms of every master that
+    /// works); with rooms but no shard left, the moment the last one was lost.
+    var oldestProbe: ContinuousClock.Instant {
+        if let freshest = self.shards.values.map({ $0.probes.last }).max() { return freshest }
+        if self.orphans.isEmpty { return .now }
+        return self.allLostSince ?? .now
+    }
 
     func close() async {
+        self.closed = true
         let shards = self.shards.values
         self.shards = [:]
         for shard in shards { await shard.subscriber.close() }
@@ -279,6 +333,7 @@ actor ClusterRedisLink: RedisLink {
             }
             self.placed[channel] = owner
             self.shards[owner]?.channels.insert(channel)
+            self.allLostSince = nil
             return
         }
         throw RedisConnection.ConnectionError(message: "could not subscribe to \(channel): the slot keeps moving")
@@ -310,7 +365,12 @@ actor ClusterRedisLink: RedisLink {
             guard let self else { return }
             Task { await self.closed(subscriber, on: owner) }
         }
-        try await subscriber.ssubscribe([probeChannel])
+        do {
+            try await subscriber.ssubscribe([probeChannel])
+        } catch {
+            await subscriber.close()
+            throw error
+        }
         if let raced = self.shards[owner] {
             await subscriber.close()
             return raced
@@ -335,7 +395,7 @@ actor ClusterRedisLink: RedisLink {
         if var shard = self.shards[owner], shard.probeChannel == channel {
             try? await self.client.refreshSlots()
             guard let replacement = try? await self.probeChannel(on: owner) else {
-                self.lostShard = true
+                await self.lose(owner, because: "it serves no slot any more")
                 return
             }
             shard.probeChannel = replacement
@@ -349,12 +409,64 @@ actor ClusterRedisLink: RedisLink {
         do {
             try await self.place(channel)
         } catch {
-            self.lostShard = true  // the broker reconnects and places every room again
+            self.orphans.insert(channel)
+            self.startRecovery()
         }
     }
 
-    private func closed(_ subscriber: RedisSubscriber, on owner: RedisClusterClient.NodeAddress) {
-        if let shard = self.shards[owner], shard.subscriber === subscriber { self.lostShard = true }
+    private func closed(_ subscriber: RedisSubscriber, on owner: RedisClusterClient.NodeAddress) async {
+        guard let shard = self.shards[owner], shard.subscriber === subscriber else { return }
+        await self.lose(owner, because: "its connection closed")
+    }
+
+    /// Gives up `owner`'s subscriber: its rooms wait in `orphans` until ``recover()`` places them again.
+    private func lose(_ owner: RedisClusterClient.NodeAddress, because reason: String) async {
+        guard !self.closed, let shard = self.shards.removeValue(forKey: owner) else { return }
+        self.logger.warning(
+            "relay lost a Redis Cluster shard; its rooms are placed again, the others go on",
+            metadata: [
+                "portico.shard": "\(owner)", "portico.reason": "\(reason)", "portico.rooms": "\(shard.channels.count)",
+            ]
+        )
+        for channel in shard.channels where self.placed[channel] == owner {
+            self.placed[channel] = nil
+            self.orphans.insert(channel)
+        }
+        if self.shards.isEmpty { self.allLostSince = self.allLostSince ?? shard.probes.last }
+        await shard.subscriber.close()
+        self.startRecovery()
+    }
+
+    private func startRecovery() {
+        guard !self.recovering, !self.closed else { return }
+        self.recovering = true
+        Task { await self.recover() }
+    }
+
+    /// Places orphaned rooms again until none is left: rereads the slot map from any master that answers
+    /// (a replica may have taken over), then subscribes each where its slot lives; backoff with jitter,
+    /// 100 ms doubling to 2 s, between rounds.
+    private func recover() async {
+        var attempt = 0
+        while !self.closed, !self.orphans.isEmpty {
+            try? await self.client.refreshSlots()
+            for channel in self.orphans.sorted() {
+                if self.placed[channel] == nil {
+                    guard (try? await self.place(channel)) != nil else { continue }
+                    // Left meanwhile (unsubscribe took it out of the orphans): not wanted any more.
+                    if !self.orphans.contains(channel) { try? await self.unsubscribe([channel]) }
+                }
+                self.orphans.remove(channel)
+            }
+            if self.orphans.isEmpty {
+                self.logger.info("relay placed every room of the lost shard again")
+                break
+            }
+            attempt += 1
+            let ceiling = min(2_000, 100 * (1 << min(attempt, 5)))
+            try? await Task.sleep(for: .milliseconds(Int.random(in: ceiling / 2...ceiling)))
+        }
+        self.recovering = false
     }
 }
 

@@ -6,10 +6,13 @@ import PorticoRESP
 /// inherit a blocked SIGTERM, see TOOLCHAIN.md), always waited for.
 public final class RedisServer: Sendable {
     public let port: Int
+    /// What it was started with beyond the port: a restart on the same port uses them again.
+    public let extraArguments: [String]
     private let pid: Int32
 
-    private init(port: Int, pid: Int32) {
+    private init(port: Int, extraArguments: [String], pid: Int32) {
         self.port = port
+        self.extraArguments = extraArguments
         self.pid = pid
     }
 
@@ -33,7 +36,7 @@ public final class RedisServer: Sendable {
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
-            let server = RedisServer(port: port, pid: process.processIdentifier)
+            let server = RedisServer(port: port, extraArguments: extraArguments, pid: process.processIdentifier)
             let deadline = ContinuousClock.now + .seconds(5)
             while ContinuousClock.now < deadline {
                 if let connection = try? await RedisConnection.connect(to: server.url) {
@@ -54,6 +57,11 @@ public final class RedisServer: Sendable {
 
     /// Undoes ``pause()``.
     public func resume() { kill(self.pid, SIGCONT) }
+
+    /// Starts a new server on the same port with the same arguments (after ``stop()``: a crashed node back).
+    public func restarted() async throws -> RedisServer {
+        try await RedisServer.start(port: self.port, extraArguments: self.extraArguments)
+    }
 
     public func stop() {
         kill(self.pid, SIGKILL)

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOEmbedded
+import PorticoRESP
 import Testing
 
 @testable import PorticoRelay
@@ -145,5 +146,75 @@ import Testing
         serial.batches[0].promise.succeed()
         loop.run()
         #expect(serial.batches.map(\.messages) == [["3"], ["4"]])
+    }
+
+    /// While batches fail, Redis counts as away: a full queue drops its oldest (counted) instead of making
+    /// publishers wait on a master that may be down for long; the first batch that goes through ends that.
+    @Test func whileBatchesFailPublishersDoNotWait() {
+        let loop = EmbeddedEventLoop()
+        let queue = Self.queue(loop, limit: 2)
+        let target = Recorder()
+        queue.attach(target)
+        Self.enqueue(queue, ["1", "2"])
+        #expect(queue.isFull)
+        loop.run()
+        target.batches[0].promise.fail(ChannelError.ioOnClosedChannel)
+        loop.run()
+        #expect(!queue.isFull)
+        Self.enqueue(queue, ["3"])  // 1 goes to make room
+        #expect(queue.dropped == 1)
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(target.batches.last?.messages == ["2", "3"])
+        target.batches.last?.promise.succeed()
+        loop.run()
+        #expect(queue.count == 0)
+        Self.enqueue(queue, ["4", "5"])
+        #expect(queue.isFull)  // connected again: publishers wait
+    }
+
+    /// Over a cluster, each master has its lane: one whose batches fail (its master is down) buffers on its
+    /// own while rooms on the other masters flow, and never makes publishers wait.
+    @Test func aFailingLaneHoldsUpNoOtherRoom() {
+        let loop = EmbeddedEventLoop()
+        let lanes = PublishLanes(
+            eventLoop: loop,
+            limit: 2,
+            sharded: true,
+            logger: Logger(label: "test"),
+            channelName: { ByteBuffer(string: $0.name) },
+            onDrop: {}
+        )
+        let target = Recorder(keepsOrder: false)
+        lanes.attach(target)
+        // Two rooms whose slots two different masters own.
+        let down = Room("a")
+        let up = Room("b")
+        let slotA = RedisClusterSlot.of("a")
+        var owners = [RedisClusterClient.NodeAddress?](
+            repeating: .init(host: "127.0.0.1", port: 2),
+            count: RedisClusterSlot.count
+        )
+        owners[slotA] = .init(host: "127.0.0.1", port: 1)
+        lanes.setOwners(owners)
+        lanes.enqueue(envelope: ByteBuffer(string: "a1"), room: down)
+        lanes.enqueue(envelope: ByteBuffer(string: "b1"), room: up)
+        loop.run()
+        #expect(Set(target.batches.map(\.messages)) == [["a1"], ["b1"]])  // one batch per lane, both in flight
+        let laneOf = { (text: String) in target.batches.lastIndex { $0.messages.contains(text) }! }
+        target.batches[laneOf("a1")].promise.fail(ChannelError.ioOnClosedChannel)
+        target.batches[laneOf("b1")].promise.succeed()
+        loop.run()
+        for text in ["a2", "a3", "a4"] { lanes.enqueue(envelope: ByteBuffer(string: text), room: down) }
+        #expect(!lanes.isFull)  // the failing lane drops its oldest instead
+        #expect(lanes.dropped == 2)
+        lanes.enqueue(envelope: ByteBuffer(string: "b2"), room: up)
+        loop.run()
+        #expect(target.batches.last?.messages == ["b2"])  // b's lane is free: b2 goes at once
+        target.batches.last?.promise.succeed()
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(target.batches.last?.messages == ["a3", "a4"])  // a's lane retries what it kept, in order
+        target.batches.last?.promise.succeed()
+        loop.run()
+        #expect(lanes.count == 0)
     }
 }
