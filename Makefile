@@ -2,13 +2,15 @@
 SWIFT ?= swift
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build test lint format demo e2e bench fuzz clean
+.PHONY: help deps build test tsan asan lint format demo e2e bench fuzz clean
 
 help:
 	@echo "make demo   install what is missing, build, start Redis + 3 chat nodes + portico, print the URLs"
 	@echo "make test   install what is missing, lint, run every test"
 	@echo "make build  release build of portico (.build/release/portico)"
 	@echo "make e2e    a real-browser test of the demo (headless Chromium)"
+	@echo "make tsan   ThreadSanitizer over the tests that cross threads (SANITIZER_TESTS), in .build-tsan"
+	@echo "make asan   AddressSanitizer over the same tests, in .build-asan (SANITIZER_TESTS=. for every test)"
 	@echo "make fuzz   libFuzzer targets (Fuzz/), FUZZ_SECONDS each (default 60); findings go to Fuzz/Findings"
 	@echo "make bench  side-by-side benchmark with HAProxy, nginx and Caddy, fan-out and relay (loopback, about 20 minutes)"
 
@@ -31,6 +33,20 @@ test: deps lint
 	# Serial: the timing tests (timeouts, idle closes) must not share two cores with the 1 GiB streams.
 	$(SWIFT) test --no-parallel
 	scripts/cli-tests.sh .build/debug/portico
+
+# The tests whose work crosses threads and event loops: the relay (Redis, fan-out across loops), the RESP
+# client, the chat node, and the proxy end to end. A regular expression over test names; `.` runs them all.
+SANITIZER_TESTS ?= PorticoRelayTests|PorticoRESPTests|ChatNodeTests|PorticoProxyTests
+# Suppressions, each with its reason, in scripts/tsan.supp (none today).
+tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
+		$(SWIFT) test --skip-build --sanitize=thread --build-path .build-tsan --no-parallel --filter '$(SANITIZER_TESTS)'
+
+asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --build-path .build-asan
+	ASAN_OPTIONS="detect_leaks=0" \
+		$(SWIFT) test --skip-build --sanitize=address --build-path .build-asan --no-parallel --filter '$(SANITIZER_TESTS)'
 
 demo: build
 	@scripts/demo.sh

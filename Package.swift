@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "portico-bench", targets: ["PorticoBench"]),
         .executable(name: "portico-chat", targets: ["ChatNode"]),
         .library(name: "PorticoRelay", targets: ["PorticoRelay"]),
+        .library(name: "PorticoChatProtocol", targets: ["PorticoChatProtocol"]),
         .library(name: "PorticoBalancing", targets: ["PorticoBalancing"]),
         .library(name: "PorticoRouting", targets: ["PorticoRouting"]),
         .library(name: "PorticoRESP", targets: ["PorticoRESP"]),
@@ -100,10 +101,13 @@ let package = Package(
             dependencies: ["PorticoTestSupport", argumentParser, nio("NIOPosix")],
             swiftSettings: settings
         ),
+        // The chat protocol's shared bytes, for portico-chat and other chat nodes in the same rooms.
+        .target(name: "PorticoChatProtocol", dependencies: [nio("NIOCore")], swiftSettings: settings),
         .executableTarget(
             name: "ChatNode",
             dependencies: [
-                "PorticoRelay", "PorticoRESP", argumentParser, logging, lifecycle, metrics, prometheus,
+                "PorticoRelay", "PorticoRESP", "PorticoChatProtocol", argumentParser, logging, lifecycle, metrics,
+                prometheus,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket"), nio("NIOConcurrencyHelpers"),
             ],
@@ -126,7 +130,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ChatNodeTests",
-            dependencies: ["ChatNode", nio("NIOCore")],
+            dependencies: ["ChatNode", "PorticoChatProtocol", nio("NIOCore")],
             swiftSettings: settings
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOWebSocket
+import PorticoChatProtocol
 import PorticoRelay
 
 /// One chat client on `/ws`: JSON text frames in, JSON text frames out (DESIGN.md, chat protocol).

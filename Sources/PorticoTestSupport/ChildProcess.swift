@@ -51,8 +51,14 @@ public final class ChildProcess: Sendable {
     }
 }
 
-/// The directory of the built products (`.build/debug`), found from a test file's path.
+/// The directory of the built products: `PORTICO_PRODUCTS` if set, else the test runner's own directory (so a
+/// sanitizer build in `.build-tsan` starts its own binaries), else `.build/debug` found from a test file's path.
 public func builtProductsDirectory(testFile: String = #filePath) -> String {
+    if let products = ProcessInfo.processInfo.environment["PORTICO_PRODUCTS"], !products.isEmpty { return products }
+    let runner = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    if FileManager.default.isExecutableFile(atPath: runner.appendingPathComponent("portico-chat").path) {
+        return runner.path
+    }
     var components = testFile.split(separator: "/").map(String.init)
     while let last = components.last, last != "Tests" { components.removeLast() }
     components.removeLast()

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import PorticoChatProtocol
 import Testing
 
 @testable import ChatNode

@@ -1,13 +1,16 @@
 import NIOCore
 
-/// The `message` op every member of a room gets, written as JSON straight into a buffer.
+/// The `message` op every member of a room gets, written as JSON straight into a buffer: the bytes every chat
+/// node in a room must agree on (portico-chat, Examples/hummingbird-chat, any Swift server that links this), since
+/// a message said on one node reaches the clients of every other as it was written.
 ///
 /// Foundation's `JSONSerialization` over a `[String: Any]` was 26% of a publishing node's CPU (perf, 1,000
 /// messages/s into a room of 20); this writes the same object (keys sorted, as before) with nothing but the
 /// escaping JSON requires (RFC 8259 §7: `"`, `\` and control characters; everything else, UTF-8 included,
 /// as it is).
-enum ChatJSON {
-    static func message(room: String, from: String, text: String, node: String, id: String?) -> ByteBuffer {
+public enum ChatJSON {
+    /// `{"from":…,"id":…,"node":…,"op":"message","room":…,"text":…}`, keys sorted, `id` only when given.
+    public static func message(room: String, from: String, text: String, node: String, id: String?) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(64 + room.utf8.count + from.utf8.count + text.utf8.count + node.utf8.count)
         buffer.writeStaticString(#"{"from":"#)
@@ -27,7 +30,7 @@ enum ChatJSON {
     }
 
     /// `text` as a JSON string, quotes included.
-    static func writeString(_ text: String, into buffer: inout ByteBuffer) {
+    public static func writeString(_ text: String, into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(ascii: "\""))
         var plainStart = text.utf8.startIndex
         var index = plainStart
