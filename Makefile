@@ -2,13 +2,14 @@
 SWIFT ?= swift
 .DEFAULT_GOAL := help
 
-.PHONY: help deps build test tsan asan lint format demo e2e bench fuzz clean
+.PHONY: help deps build test examples tsan asan lint format demo e2e bench fuzz clean
 
 help:
 	@echo "make demo   install what is missing, build, start Redis + 3 chat nodes + portico, print the URLs"
 	@echo "make test   install what is missing, lint, run every test"
 	@echo "make build  release build of portico (.build/release/portico)"
 	@echo "make e2e    a real-browser test of the demo (headless Chromium)"
+	@echo "make examples  Examples/hummingbird-chat: build it and run its test next to portico-chat and Redis"
 	@echo "make tsan   ThreadSanitizer over the tests that cross threads (SANITIZER_TESTS), in .build-tsan"
 	@echo "make asan   AddressSanitizer over the same tests, in .build-asan (SANITIZER_TESTS=. for every test)"
 	@echo "make fuzz   libFuzzer targets (Fuzz/), FUZZ_SECONDS each (default 60); findings go to Fuzz/Findings"
@@ -22,17 +23,26 @@ build: deps
 	$(SWIFT) build -c release --product portico-chat
 	$(SWIFT) build -c release --product portico-testbackend
 
+FORMATTED := Package.swift Sources Tests Fuzz Examples/hummingbird-chat/Package.swift \
+	Examples/hummingbird-chat/Sources Examples/hummingbird-chat/Tests
+
 lint:
-	$(SWIFT) format lint --recursive --strict Package.swift Sources Tests Fuzz
+	$(SWIFT) format lint --recursive --strict $(FORMATTED)
 
 format:
-	$(SWIFT) format format --in-place --recursive Package.swift Sources Tests Fuzz
+	$(SWIFT) format format --in-place --recursive $(FORMATTED)
 
 test: deps lint
 	$(SWIFT) build --build-tests
 	# Serial: the timing tests (timeouts, idle closes) must not share two cores with the 1 GiB streams.
 	$(SWIFT) test --no-parallel
 	scripts/cli-tests.sh .build/debug/portico
+
+# The Hummingbird example is its own package (the main build never compiles Hummingbird); its test runs a
+# portico-chat (this package's debug build) and the example's node in one room over a private Redis.
+examples: deps
+	$(SWIFT) build --product portico-chat
+	cd Examples/hummingbird-chat && $(SWIFT) build --build-tests && $(SWIFT) test --skip-build
 
 # The tests whose work crosses threads and event loops: the relay (Redis, fan-out across loops), the RESP
 # client, the chat node, and the proxy end to end. A regular expression over test names; `.` runs them all.
