@@ -144,7 +144,9 @@ let package = Package(
         ),
         .testTarget(
             name: "PorticoRESPTests",
-            dependencies: ["PorticoRESP", "PorticoTestSupport", nio("NIOCore"), nio("NIOConcurrencyHelpers")],
+            dependencies: [
+                "PorticoRESP", "PorticoTestSupport", nio("NIOCore"), nio("NIOConcurrencyHelpers"), nio("NIOEmbedded"),
+            ],
             swiftSettings: settings
         ),
         .testTarget(

@@ -18,9 +18,9 @@ final class RESPClientHandler: ChannelDuplexHandler {
         case command([ByteBuffer], EventLoopPromise<RESPValue>)
         /// PUBLISH channel payload, for each entry; one promise for all of their replies.
         case publish([(channel: ByteBuffer, payload: ByteBuffer)], EventLoopPromise<Void>)
-        /// A (un)subscription: `replies` confirmations, one per channel, each naming `kind` (the command in
-        /// lower case); the promise gets them all, or fails on the first error.
-        case subscription(kind: String, [ByteBuffer], replies: Int, EventLoopPromise<[RESPValue]>)
+        /// A (un)subscription of `channels`: one confirmation per channel, each naming `kind` (the command in
+        /// lower case) and the channel; the promise gets them all, or fails on the first error.
+        case subscription(kind: String, channels: [String], EventLoopPromise<[RESPValue]>)
     }
 
     /// What a connection in pub/sub mode does with what Redis pushes.
@@ -36,8 +36,8 @@ final class RESPClientHandler: ChannelDuplexHandler {
         case reply(EventLoopPromise<RESPValue>)
         /// `remaining` replies still to come for one batch, and the first error among those that came.
         case counted(remaining: Int, error: String?, EventLoopPromise<Void>)
-        /// A subscription's confirmations: `remaining` still to come, those that came so far.
-        case collected(kind: String, remaining: Int, [RESPValue], EventLoopPromise<[RESPValue]>)
+        /// A subscription's confirmations: the channels still to confirm, those that came so far.
+        case collected(kind: String, channels: [String], [RESPValue], EventLoopPromise<[RESPValue]>)
 
         func fail(_ error: any Error) {
             switch self {
@@ -80,10 +80,13 @@ final class RESPClientHandler: ChannelDuplexHandler {
                 RESPEncoder.encode([Self.publishCommand, entry.channel, entry.payload], into: &buffer)
             }
             waiter = .counted(remaining: batch.count, error: nil, confirmed)
-        case .subscription(let kind, let arguments, let replies, let confirmations):
+        case .subscription(let kind, let channels, let confirmations):
             buffer = context.channel.allocator.buffer(capacity: 64)
-            RESPEncoder.encode(arguments, into: &buffer)
-            waiter = .collected(kind: kind, remaining: replies, [], confirmations)
+            RESPEncoder.encode(
+                [ByteBuffer(string: kind.uppercased())] + channels.map { ByteBuffer(string: $0) },
+                into: &buffer
+            )
+            waiter = .collected(kind: kind, channels: channels, [], confirmations)
         }
         guard context.channel.isActive else {
             let error = RedisConnection.ConnectionError(message: "connection closed")
@@ -116,7 +119,11 @@ final class RESPClientHandler: ChannelDuplexHandler {
         do {
             try self.reader.feed(Self.unwrapInboundIn(data))
             while let reply = try self.reader.next() {
-                if let pushes = self.pushes, self.handledAsPush(reply, pushes) { continue }
+                if let pushes = self.pushes, self.handledAsPush(reply, pushes) {
+                    // Redis is alive and sending: a confirmation queued behind many messages is not late.
+                    if !self.waiting.isEmpty { self.lastProgress = .now() }
+                    continue
+                }
                 guard let waiter = self.waiting.first else { continue }
                 self.lastProgress = .now()
                 self.answer(waiter, with: reply)
@@ -127,29 +134,28 @@ final class RESPClientHandler: ChannelDuplexHandler {
         }
     }
 
-    /// RESP2 pub/sub: `["message" or "smessage", channel, payload]` is a push; so is an
-    /// `["sunsubscribe", channel, count]` nobody asked for (the shard lost the slot). Anything else answers the
-    /// oldest command.
+    /// RESP2 pub/sub: `["message" or "smessage", channel, payload]` is a push (one of another shape is dropped,
+    /// never taken for a reply); so is an `["sunsubscribe", channel, count]` that confirms nothing asked for
+    /// (the shard lost the slot). Anything else answers the oldest command.
     private func handledAsPush(_ reply: RESPValue, _ pushes: Pushes) -> Bool {
-        guard case .array(let parts?) = reply, parts.count == 3, case .bulkString(let kindBytes?) = parts[0],
-            case .bulkString(let channel?) = parts[1]
-        else { return false }
-        let kind = kindBytes.readableBytesView
-        if kind.elementsEqual("message".utf8) || kind.elementsEqual("smessage".utf8),
-            case .bulkString(let payload?) = parts[2]
-        {
-            pushes.onMessage(channel, payload)
-            return true
-        }
-        let name = String(buffer: kindBytes)  // a confirmation or a lost slot: rare, not per message
-        if name.hasSuffix("unsubscribe"), case .collected(name, _, _, _)? = self.waiting.first {
+        guard case .array(let parts?) = reply, parts.count == 3, case .bulkString(let kindBytes?) = parts[0] else {
             return false
         }
-        if name.hasSuffix("unsubscribe") {
-            pushes.onUnsubscribed?(String(buffer: channel))
+        let kind = kindBytes.readableBytesView
+        if kind.elementsEqual("message".utf8) || kind.elementsEqual("smessage".utf8) {
+            if case .bulkString(let channel?) = parts[1], case .bulkString(let payload?) = parts[2] {
+                pushes.onMessage(channel, payload)
+            }
             return true
         }
-        return false
+        guard case .bulkString(let channelBytes?) = parts[1] else { return false }
+        let name = String(buffer: kindBytes)  // a confirmation or a lost slot: rare, not per message
+        guard name.hasSuffix("unsubscribe") else { return false }
+        // A confirmation of the waiting command names its kind and one of its channels; any other is Redis's own.
+        let channel = String(buffer: channelBytes)
+        if case .collected(name, let channels, _, _)? = self.waiting.first, channels.contains(channel) { return false }
+        pushes.onUnsubscribed?(channel)
+        return true
     }
 
     private func answer(_ waiter: Waiter, with reply: RESPValue) {
@@ -170,15 +176,23 @@ final class RESPClientHandler: ChannelDuplexHandler {
             } else {
                 promise.succeed()
             }
-        case .collected(let kind, let remaining, var replies, let promise):
+        case .collected(let kind, var channels, var replies, let promise):
             if case .error(let message) = reply {
                 self.waiting.removeFirst()
                 promise.fail(RedisConnection.ServerError(message: message))
                 return
             }
             replies.append(reply)
-            guard remaining <= 1 else {
-                self.waiting[first] = .collected(kind: kind, remaining: remaining - 1, replies, promise)
+            // Confirmations come in the order the channels were named; take off the one this names (or the first).
+            if case .array(let parts?) = reply, parts.count == 3, case .bulkString(let named?) = parts[1],
+                let index = channels.firstIndex(of: String(buffer: named))
+            {
+                channels.remove(at: index)
+            } else if !channels.isEmpty {
+                channels.removeFirst()
+            }
+            guard channels.isEmpty else {
+                self.waiting[first] = .collected(kind: kind, channels: channels, replies, promise)
                 return
             }
             self.waiting.removeFirst()

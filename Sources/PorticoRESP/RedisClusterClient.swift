@@ -34,6 +34,8 @@ public actor RedisClusterClient {
     private var slotMapObserver: (@Sendable ([NodeAddress?]) -> Void)?
     /// When a connection failure last made the client reread the slot map (at most once a second).
     private var lastFailureRefresh: ContinuousClock.Instant?
+    /// After ``close()``: no connection opens again (a batch in flight when it closed must not reopen one).
+    private var closed = false
 
     private init(seeds: [RedisURL], group: any EventLoopGroup) {
         self.seeds = seeds
@@ -150,8 +152,14 @@ public actor RedisClusterClient {
         var futures: [Result<EventLoopFuture<RESPValue>, any Error>] = []
         futures.reserveCapacity(commands.count)
         var byOwner: [NodeAddress: Result<RedisConnection, any Error>] = [:]
+        var refreshed = false
         for command in commands {
-            guard let owner = try await self.ownerRefreshingIfUnknown(command.slot) else {
+            // A slot with no known owner rereads the map once per batch, not once per command.
+            if self.owners[command.slot] == nil, !refreshed {
+                refreshed = true
+                try? await self.refreshSlots()
+            }
+            guard let owner = self.owners[command.slot] else {
                 futures.append(
                     .failure(RedisConnection.ConnectionError(message: "no node serves slot \(command.slot)"))
                 )
@@ -197,7 +205,7 @@ public actor RedisClusterClient {
     }
 
     private func setOwners(_ owners: [NodeAddress?]) {
-        guard owners != self.owners else { return }
+        guard owners != self.owners, !self.closed else { return }
         self.owners = owners
         self.slotMapObserver?(owners)
     }
@@ -220,10 +228,24 @@ public actor RedisClusterClient {
         return keys
     }
 
+    /// Writes one command to the owner of `slot` and returns its reply's future without waiting for it (a
+    /// probe: the caller learns of it another way). No redirection is followed.
+    public func enqueue(_ arguments: [ByteBuffer], slot: Int) async throws -> EventLoopFuture<RESPValue> {
+        guard let owner = try await self.ownerRefreshingIfUnknown(slot) else {
+            throw RedisConnection.ConnectionError(message: "no Redis Cluster node serves slot \(slot)")
+        }
+        return try await self.connection(to: owner).enqueue(arguments)
+    }
+
     /// The open connection to `address`, opened if needed.
     public func connection(to address: NodeAddress) async throws -> RedisConnection {
         if let existing = self.connections[address], existing.isActive { return existing }
+        guard !self.closed else { throw RedisConnection.ConnectionError(message: "cluster client closed") }
         let connection = try await RedisConnection.connect(to: self.url(of: address), group: self.group)
+        if self.closed {
+            await connection.close()
+            throw RedisConnection.ConnectionError(message: "cluster client closed")
+        }
         // Another caller may have connected while this one waited: keep one connection per node.
         if let raced = self.connections[address], raced.isActive {
             await connection.close()
@@ -243,6 +265,7 @@ public actor RedisClusterClient {
     }
 
     public func close() async {
+        self.closed = true
         let connections = self.connections.values
         self.connections = [:]
         for connection in connections { await connection.close() }

@@ -48,10 +48,13 @@ public final class RedisSubscriber: Sendable {
         let subscriber = RedisSubscriber(channel: channel)
         if let password = url.password {
             do {
-                _ = try await subscriber.command(
-                    url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password],
-                    replies: 1
-                )
+                let arguments = url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password]
+                let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+                let command = RESPClientHandler.Outbound.command(arguments.map { ByteBuffer(string: $0) }, promise)
+                channel.writeAndFlush(command, promise: nil)
+                if case .error(let message) = try await promise.futureResult.get() {
+                    throw RedisConnection.ServerError(message: message)
+                }
             } catch {
                 await subscriber.close()
                 throw error
@@ -63,33 +66,29 @@ public final class RedisSubscriber: Sendable {
     /// SUBSCRIBE to `channels`; returns once Redis confirmed every one.
     public func subscribe(_ channels: [String]) async throws {
         guard !channels.isEmpty else { return }
-        _ = try await self.command(["SUBSCRIBE"] + channels, replies: channels.count)
+        _ = try await self.command("subscribe", channels)
     }
 
     public func unsubscribe(_ channels: [String]) async throws {
         guard !channels.isEmpty else { return }
-        _ = try await self.command(["UNSUBSCRIBE"] + channels, replies: channels.count)
+        _ = try await self.command("unsubscribe", channels)
     }
 
     /// SSUBSCRIBE to shard `channels` (Redis Cluster; all in one slot, or Redis answers CROSSSLOT or MOVED).
     public func ssubscribe(_ channels: [String]) async throws {
         guard !channels.isEmpty else { return }
-        _ = try await self.command(["SSUBSCRIBE"] + channels, replies: channels.count)
+        _ = try await self.command("ssubscribe", channels)
     }
 
     public func sunsubscribe(_ channels: [String]) async throws {
         guard !channels.isEmpty else { return }
-        _ = try await self.command(["SUNSUBSCRIBE"] + channels, replies: channels.count)
+        _ = try await self.command("sunsubscribe", channels)
     }
 
-    private func command(_ arguments: [String], replies: Int) async throws -> [RESPValue] {
+    /// `kind` (`subscribe`, `ssubscribe`, …) of `channels`; returns their confirmations.
+    private func command(_ kind: String, _ channels: [String]) async throws -> [RESPValue] {
         let promise = self.channel.eventLoop.makePromise(of: [RESPValue].self)
-        let command = RESPClientHandler.Outbound.subscription(
-            kind: arguments[0].lowercased(),
-            arguments.map { ByteBuffer(string: $0) },
-            replies: replies,
-            promise
-        )
+        let command = RESPClientHandler.Outbound.subscription(kind: kind, channels: channels, promise)
         self.channel.writeAndFlush(command, promise: nil)
         return try await promise.futureResult.get()
     }

@@ -5,8 +5,16 @@ import Synchronization
 
 /// A ``RedisBroker``'s outgoing messages as lanes of ``PublishQueue``, on the relay's event loop: one lane for
 /// one Redis, one lane per master over a Redis Cluster, so that a master that is down (its batches failing,
-/// its lane buffering and dropping the oldest) never holds up rooms whose slots other masters serve. A room's
-/// messages all go through one lane while the slot map stays the same, so they keep their order.
+/// its lane buffering and dropping the oldest) never holds up rooms whose slots other masters serve.
+///
+/// A room's messages all go through one lane, so they keep their order: when the slot map changes (a failover,
+/// a slot moved), a room stays on the lane that still holds messages of it until that lane has sent them all,
+/// and only then follows its slot to its new master's lane. (Which master a batch reaches is the slot map's
+/// business either way: a lane only orders and isolates.)
+///
+/// Backpressure is for all rooms at once (``isFull``: one lane at its limit while its master takes publishes);
+/// a lane whose batches fail counts as away and drops instead, so a dead master holds publishers up for at most
+/// one command deadline.
 ///
 /// `@unchecked Sendable`: `lanes`, `owners` and `last` are read and written only on `eventLoop` (every method
 /// but the atomics' readers asserts it); the atomics are the only state read elsewhere.
@@ -25,8 +33,13 @@ final class PublishLanes: @unchecked Sendable {
     private var owners: [RedisClusterClient.NodeAddress?] = []
     /// The last room published into and its lane: a busy room's slot is hashed once, not per message.
     private var last: (room: Room, lane: PublishQueue)?
+    /// Rooms that had messages queued when the slot map last changed, with their lane then: they stay on it
+    /// while it holds anything (so nothing of theirs overtakes what is queued).
+    private var stay: [Room: PublishQueue] = [:]
     private var target: (any PublishTarget)?
     private var connectedToken = 0
+    /// Between ``markConnected()`` and ``attach(_:ifStill:)``: lanes made meanwhile are held like the rest.
+    private var marked = false
 
     private let fullLanes = Atomic<Int>(0)
     private let droppedCount = Atomic<Int>(0)
@@ -80,6 +93,10 @@ final class PublishLanes: @unchecked Sendable {
         self.eventLoop.assertInEventLoop()
         self.owners = owners
         self.last = nil
+        self.stay = [:]
+        for lane in self.lanes.values {
+            for room in lane.roomsPending() { self.stay[room] = lane }
+        }
     }
 
     /// Rooms with messages waiting, in any lane (for the resubscription wait after an outage).
@@ -91,6 +108,7 @@ final class PublishLanes: @unchecked Sendable {
     /// See ``PublishQueue/markConnected()``: every lane holds on until ``attach(_:ifStill:)`` with this token.
     func markConnected() -> Int {
         self.eventLoop.assertInEventLoop()
+        self.marked = true
         for lane in self.lanes.values { _ = lane.markConnected() }
         return self.connectedToken
     }
@@ -100,6 +118,7 @@ final class PublishLanes: @unchecked Sendable {
     func attach(_ target: any PublishTarget, ifStill token: Int? = nil) {
         self.eventLoop.assertInEventLoop()
         if let token, token != self.connectedToken { return }
+        self.marked = false
         self.target = target
         for lane in self.lanes.values { lane.attach(target) }
     }
@@ -108,6 +127,7 @@ final class PublishLanes: @unchecked Sendable {
     func detach() {
         self.eventLoop.assertInEventLoop()
         self.connectedToken += 1
+        self.marked = false
         self.target = nil
         for lane in self.lanes.values { lane.detach() }
     }
@@ -119,6 +139,10 @@ final class PublishLanes: @unchecked Sendable {
     }
 
     private func lane(for room: Room) -> PublishQueue {
+        if !self.stay.isEmpty, let lane = self.stay[room] {
+            if lane.count > 0 { return lane }
+            self.stay[room] = nil  // sent: the room follows its slot from now on
+        }
         var owner: RedisClusterClient.NodeAddress?
         if self.sharded, !self.owners.isEmpty {
             let channel = self.channelName(room)
@@ -126,20 +150,25 @@ final class PublishLanes: @unchecked Sendable {
             owner = self.owners[slot]
         }
         if let lane = self.lanes[owner] { return lane }
-        // Unowned: the lanes live no longer than this.
+        // Weak: a lane's last completions may come after this is gone.
         let lane = PublishQueue(
             eventLoop: self.eventLoop,
             limit: self.limit,
             logger: self.logger,
             channelName: self.channelName,
-            onDrop: { [unowned self] in
+            onDrop: { [weak self] in
+                guard let self else { return }
                 self.droppedCount.add(1, ordering: .relaxed)
                 self.onDrop()
             },
-            onFullChange: { [unowned self] full in self.fullLanes.add(full ? 1 : -1, ordering: .relaxed) }
+            onFullChange: { [weak self] full in self?.fullLanes.add(full ? 1 : -1, ordering: .relaxed) }
         )
         // A lane made while connected starts connected; one made during a reconnect's wait, held like the rest.
-        if let target = self.target { lane.attach(target) }
+        if let target = self.target {
+            lane.attach(target)
+        } else if self.marked {
+            _ = lane.markConnected()
+        }
         self.lanes[owner] = lane
         return lane
     }

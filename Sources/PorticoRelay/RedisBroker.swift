@@ -109,9 +109,9 @@ public actor RedisBroker: Broker, Service {
     // MARK: Broker
 
     public nonisolated func attach(_ sink: InboundSink) {
-        self.sink.withLockedValue { $0 = sink }
         let dropped = self.droppedCounter
         let sharded = if case .cluster = self.configuration.mode { true } else { false }
+        // The queue first: connect() waits for the sink, and then finds the queue there (to follow the slot map).
         _ = self.queue.storeIfNil(
             PublishLanes(
                 eventLoop: sink.eventLoop,
@@ -122,6 +122,7 @@ public actor RedisBroker: Broker, Service {
                 onDrop: { dropped.increment() }
             )
         )
+        self.sink.withLockedValue { $0 = sink }
     }
 
     /// Queues `envelope` on the relay's event loop; it goes out with everything else published in the same
@@ -288,6 +289,8 @@ public actor RedisBroker: Broker, Service {
         guard let link = self.link else { throw RedisConnection.ConnectionError(message: "connection closed") }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.keepAlive(link) }
+            // Probes on their own cadence: a heartbeat waiting on one hung master must not age every shard's probe.
+            group.addTask { try await Self.probe(link, every: self.configuration.heartbeat) }
             group.addTask { try await Self.watchProbes(of: link, timeout: self.configuration.probeTimeout) }
             try await group.next()
             group.cancelAll()
@@ -299,6 +302,14 @@ public actor RedisBroker: Broker, Service {
             try await Task.sleep(for: self.configuration.heartbeat)
             guard await link.isActive else { throw RedisConnection.ConnectionError(message: "connection closed") }
             try await self.heartbeat()
+        }
+    }
+
+    /// Sends a probe through every subscriber connection each `period`; what comes back is the probe clock.
+    private static func probe(_ link: any RedisLink, every period: Duration) async throws {
+        while !Task.isCancelled {
+            try await Task.sleep(for: period)
+            guard await link.isActive else { throw RedisConnection.ConnectionError(message: "connection closed") }
             try await link.sendProbes()
         }
     }

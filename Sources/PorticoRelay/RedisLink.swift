@@ -149,8 +149,12 @@ final class StandaloneRedisLink: RedisLink {
 ///
 /// A fault stays on its shard: a master that dies, hangs or stops echoing probes loses only its own
 /// subscriber, whose rooms are placed again (on whichever master the slot map names by then) with their own
-/// backoff, while the other shards' rooms go on; the slot map is read from any master that answers. When a
-/// master loses a channel's slot, Redis ends the subscription and the link moves it to the new owner.
+/// backoff, while the other shards' rooms go on; the slot map is read from any master that answers; probes go
+/// to every shard on their own, never behind a reply from another. When a master loses a channel's slot,
+/// Redis ends the subscription and the link moves it to the new owner.
+///
+/// An actor, so every `await` below may let another call in: after each one, what was read before is read
+/// again (is the link closed, is the shard still the one subscribed on, is the room still wanted).
 actor ClusterRedisLink: RedisLink {
     private struct Shard {
         let subscriber: RedisSubscriber
@@ -159,23 +163,35 @@ actor ClusterRedisLink: RedisLink {
         var channels: Set<String> = []
     }
 
+    /// Placing a channel failed; `owner` (if known) is the master that did not take it.
+    private struct PlacementFailed: Error {
+        let owner: RedisClusterClient.NodeAddress?
+    }
+
     private let client: RedisClusterClient
     private let node: String
     private let inbound: Inbound
     private let probeTimeout: Duration
     private let logger: Logger
     private var shards: [RedisClusterClient.NodeAddress: Shard] = [:]
+    /// The channels the broker wants subscribed (changed at once by subscribe and unsubscribe, so that a
+    /// placement that finishes later is checked against it).
+    private var wanted: Set<String> = []
     /// The master each subscribed channel is subscribed on.
     private var placed: [String: RedisClusterClient.NodeAddress] = [:]
-    /// Channels of lost shards, waiting to be placed again (by ``recover()``); their number is
-    /// `portico_relay_cluster_rooms_unplaced` (the node stays healthy while other shards serve).
+    /// Channels being placed right now.
+    private var placing: Set<String> = []
+    /// Wanted channels that could not be placed (their master is down), waiting for ``recover()``; their number
+    /// is `portico_relay_cluster_rooms_unplaced` (the node stays healthy while other shards serve).
     private var orphans: Set<String> = [] {
         didSet { if self.orphans.count != oldValue.count { self.unplaced.record(self.orphans.count) } }
     }
     private let unplaced: Gauge
-    private var recovering = false
+    private var recovery: Task<Void, Never>?
     /// When the last shard with rooms was lost, while none is left (health reads it).
     private var allLostSince: ContinuousClock.Instant?
+    /// When the cluster last answered a command (health, for a node that has no rooms to probe).
+    private var lastAnswer = ContinuousClock.now
     private var closed = false
 
     /// Each batch is a task of its own (SPUBLISH routed by slot may refresh the slot map first): two in flight
@@ -226,9 +242,11 @@ actor ClusterRedisLink: RedisLink {
     var isActive: Bool { !self.closed }
 
     func send(_ commands: [(arguments: [String], key: String)]) async throws -> [RESPValue] {
-        try await self.client.sendBatch(
+        let replies = try await self.client.sendBatch(
             commands.map { ($0.arguments.map { ByteBuffer(string: $0) }, RedisClusterSlot.of($0.key)) }
         )
+        if replies.contains(where: { if case .error = $0 { false } else { true } }) { self.lastAnswer = .now }
+        return replies
     }
 
     private func publish(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)]) async throws {
@@ -247,31 +265,22 @@ actor ClusterRedisLink: RedisLink {
     nonisolated var keyspace: RedisKeyspace { .cluster(self.client) }
 
     func subscribe(_ channels: [String]) async throws {
-        for channel in channels where self.placed[channel] == nil && !self.orphans.contains(channel) {
-            do {
-                try await self.place(channel)
-            } catch {
-                // Its master is down: placed when it (or the replica that takes its slots) answers.
-                self.orphans.insert(channel)
-                if self.shards.isEmpty { self.allLostSince = self.allLostSince ?? .now }
-                self.startRecovery()
+        var failed: Set<RedisClusterClient.NodeAddress> = []
+        for channel in channels {
+            self.wanted.insert(channel)
+            guard self.placed[channel] == nil, !self.placing.contains(channel), !self.orphans.contains(channel) else {
+                continue
             }
+            await self.placeOrOrphan(channel, skipping: &failed)
         }
     }
 
     func unsubscribe(_ channels: [String]) async throws {
         for channel in channels {
+            self.wanted.remove(channel)
             self.orphans.remove(channel)
-            guard let owner = self.placed.removeValue(forKey: channel), var shard = self.shards[owner] else { continue }
-            shard.channels.remove(channel)
-            self.shards[owner] = shard
-            if shard.channels.isEmpty {
-                // One subscriber per master that has rooms: the last room gone, the connection goes too.
-                self.shards[owner] = nil
-                await shard.subscriber.close()
-            } else {
-                try await shard.subscriber.sunsubscribe([channel])
-            }
+            // Being placed right now: the placement sees it is not wanted any more and releases it.
+            await self.release(channel)
         }
     }
 
@@ -285,58 +294,116 @@ actor ClusterRedisLink: RedisLink {
         return Int(count)
     }
 
-    /// Probes every shard; a shard whose probe has not come back for `probeTimeout` is lost (its master hangs
-    /// or its subscription is dead) and recovered on its own.
+    /// A shard whose probe has not come back for `probeTimeout` is lost (its master hangs or its subscription
+    /// is dead) and recovered on its own; then every shard is probed, each on its own: a probe waits for no
+    /// reply, and a master that takes long to connect holds up no other shard's probe.
     func sendProbes() async throws {
         let now = ContinuousClock.now
         for (owner, shard) in self.shards where now - shard.probes.last >= self.probeTimeout {
             await self.lose(owner, because: "probes stopped coming back")
         }
+        let client = self.client
         let command = ByteBuffer(string: "SPUBLISH")
-        let probes = self.shards.values.map { shard in
-            (
-                [command, ByteBuffer(string: shard.probeChannel), ByteBuffer(string: "probe")],
-                RedisClusterSlot.of(shard.probeChannel)
-            )
+        for shard in self.shards.values {
+            let arguments = [command, ByteBuffer(string: shard.probeChannel), ByteBuffer(string: "probe")]
+            let slot = RedisClusterSlot.of(shard.probeChannel)
+            Task { _ = try? await client.enqueue(arguments, slot: slot) }
         }
-        _ = try await self.client.sendBatch(probes)
     }
 
     /// What health is judged by: the freshest shard's probe (the node serves the rooms of every master that
-    /// works); with rooms but no shard left, the moment the last one was lost.
+    /// works); with rooms but no shard left, the moment the last one was lost; with no rooms at all, the last
+    /// time the cluster answered a command (the heartbeat, every second).
     var oldestProbe: ContinuousClock.Instant {
         if let freshest = self.shards.values.map({ $0.probes.last }).max() { return freshest }
-        if self.orphans.isEmpty { return .now }
-        return self.allLostSince ?? .now
+        if !self.orphans.isEmpty { return self.allLostSince ?? self.lastAnswer }
+        return self.lastAnswer
     }
 
     func close() async {
         self.closed = true
+        self.recovery?.cancel()
+        self.recovery = nil
+        self.wanted = []
+        self.orphans = []
+        self.placed = [:]
         let shards = self.shards.values
         self.shards = [:]
         for shard in shards { await shard.subscriber.close() }
         await self.client.close()
     }
 
+    // MARK: Placing channels
+
+    /// Places `channel`, or leaves it to ``recover()``. A master in `failed` already did not answer in this
+    /// round: its channels wait without trying (a hung master costs one deadline per round, not one per room).
+    private func placeOrOrphan(_ channel: String, skipping failed: inout Set<RedisClusterClient.NodeAddress>) async {
+        if let owner = await self.client.owner(ofSlot: RedisClusterSlot.of(channel)), failed.contains(owner) {
+            self.orphan(channel)
+            return
+        }
+        self.placing.insert(channel)
+        do {
+            _ = try await self.place(channel)
+            self.placing.remove(channel)
+            if !self.wanted.contains(channel) { await self.release(channel) }  // left while it was being placed
+        } catch {
+            self.placing.remove(channel)
+            if let owner = (error as? PlacementFailed)?.owner { failed.insert(owner) }
+            self.orphan(channel)
+        }
+    }
+
     /// SSUBSCRIBEs `channel` on the subscriber of its slot's master, opening that subscriber if needed; a MOVED
-    /// answer refreshes the slot map and tries again.
-    private func place(_ channel: String) async throws {
+    /// answer refreshes the slot map and tries again. Returns the master it is subscribed on.
+    private func place(_ channel: String) async throws -> RedisClusterClient.NodeAddress {
         let slot = RedisClusterSlot.of(channel)
+        var lastOwner: RedisClusterClient.NodeAddress?
         for attempt in 0..<3 {
-            if attempt > 0 { try await self.client.refreshSlots() }
+            if attempt > 0 { try? await self.client.refreshSlots() }
+            guard !self.closed else { throw PlacementFailed(owner: nil) }
             guard let owner = await self.client.owner(ofSlot: slot) else { continue }
-            let subscriber = try await self.shard(owner).subscriber
+            lastOwner = owner
+            let subscriber: RedisSubscriber
             do {
+                subscriber = try await self.shard(owner).subscriber
                 try await subscriber.ssubscribe([channel])
             } catch let error as RedisConnection.ServerError where error.isRedirection {
+                await self.closeIfEmpty(owner)
                 continue
+            } catch {
+                throw PlacementFailed(owner: owner)
+            }
+            // The shard may have been lost, or replaced, while this waited: then the channel is not placed.
+            guard !self.closed, self.shards[owner]?.subscriber === subscriber else {
+                throw PlacementFailed(owner: owner)
             }
             self.placed[channel] = owner
             self.shards[owner]?.channels.insert(channel)
             self.allLostSince = nil
-            return
+            return owner
         }
-        throw RedisConnection.ConnectionError(message: "could not subscribe to \(channel): the slot keeps moving")
+        throw PlacementFailed(owner: lastOwner)
+    }
+
+    /// Unsubscribes `channel` where it is placed; a shard left without channels closes.
+    private func release(_ channel: String) async {
+        guard let owner = self.placed.removeValue(forKey: channel), let shard = self.shards[owner] else { return }
+        self.shards[owner]?.channels.remove(channel)
+        if self.shards[owner]?.channels.isEmpty == true {
+            // One subscriber per master that has rooms: the last room gone, the connection goes too.
+            self.shards[owner] = nil
+            await shard.subscriber.close()
+        } else {
+            try? await shard.subscriber.sunsubscribe([channel])
+        }
+    }
+
+    /// Closes `owner`'s subscriber if it serves no channel (left by a placement that was redirected elsewhere).
+    private func closeIfEmpty(_ owner: RedisClusterClient.NodeAddress) async {
+        guard let shard = self.shards[owner], shard.channels.isEmpty else { return }
+        self.shards[owner] = nil
+        await shard.subscriber.close()
     }
 
     /// The subscriber for `owner`, connected with its probe channel subscribed.
@@ -361,19 +428,23 @@ actor ClusterRedisLink: RedisLink {
                 }
             }
         )
-        subscriber.closeFuture.whenComplete { [weak self] _ in
-            guard let self else { return }
-            Task { await self.closed(subscriber, on: owner) }
-        }
         do {
             try await subscriber.ssubscribe([probeChannel])
         } catch {
             await subscriber.close()
             throw error
         }
+        if self.closed {
+            await subscriber.close()
+            throw RedisConnection.ConnectionError(message: "link closed")
+        }
         if let raced = self.shards[owner] {
             await subscriber.close()
             return raced
+        }
+        subscriber.closeFuture.whenComplete { [weak self] _ in
+            guard let self else { return }
+            Task { await self.closed(subscriber, on: owner) }
         }
         let shard = Shard(subscriber: subscriber, probes: probes, probeChannel: probeChannel)
         self.shards[owner] = shard
@@ -390,28 +461,31 @@ actor ClusterRedisLink: RedisLink {
         throw RedisConnection.ConnectionError(message: "no probe channel lands on \(owner)")
     }
 
+    // MARK: Faults
+
     /// Redis ended the subscription of `channel` on `owner`: its slot moved. Subscribe where it lives now.
     private func lost(_ channel: String, on owner: RedisClusterClient.NodeAddress) async {
-        if var shard = self.shards[owner], shard.probeChannel == channel {
+        guard !self.closed, let shard = self.shards[owner] else { return }
+        if shard.probeChannel == channel {
+            let subscriber = shard.subscriber
             try? await self.client.refreshSlots()
-            guard let replacement = try? await self.probeChannel(on: owner) else {
+            let replacement = try? await self.probeChannel(on: owner)
+            guard !self.closed, self.shards[owner]?.subscriber === subscriber else { return }  // lost meanwhile
+            guard let replacement else {
                 await self.lose(owner, because: "it serves no slot any more")
                 return
             }
-            shard.probeChannel = replacement
-            self.shards[owner] = shard
-            try? await shard.subscriber.ssubscribe([replacement])
+            self.shards[owner]?.probeChannel = replacement
+            try? await subscriber.ssubscribe([replacement])
             return
         }
         guard self.placed[channel] == owner else { return }  // unsubscribed meanwhile, or placed elsewhere
         self.placed[channel] = nil
         self.shards[owner]?.channels.remove(channel)
-        do {
-            try await self.place(channel)
-        } catch {
-            self.orphans.insert(channel)
-            self.startRecovery()
-        }
+        await self.closeIfEmpty(owner)
+        guard self.wanted.contains(channel), !self.placing.contains(channel) else { return }
+        var failed: Set<RedisClusterClient.NodeAddress> = []
+        await self.placeOrOrphan(channel, skipping: &failed)
     }
 
     private func closed(_ subscriber: RedisSubscriber, on owner: RedisClusterClient.NodeAddress) async {
@@ -430,33 +504,41 @@ actor ClusterRedisLink: RedisLink {
         )
         for channel in shard.channels where self.placed[channel] == owner {
             self.placed[channel] = nil
-            self.orphans.insert(channel)
+            if self.wanted.contains(channel) { self.orphans.insert(channel) }
         }
-        if self.shards.isEmpty { self.allLostSince = self.allLostSince ?? shard.probes.last }
+        if self.shards.isEmpty, !self.orphans.isEmpty { self.allLostSince = self.allLostSince ?? shard.probes.last }
+        self.startRecovery()
         await shard.subscriber.close()
+    }
+
+    /// `channel` is wanted and could not be placed: recovery places it.
+    private func orphan(_ channel: String) {
+        guard self.wanted.contains(channel), self.placed[channel] == nil, !self.closed else { return }
+        self.orphans.insert(channel)
+        if self.shards.isEmpty { self.allLostSince = self.allLostSince ?? .now }
         self.startRecovery()
     }
 
     private func startRecovery() {
-        guard !self.recovering, !self.closed else { return }
-        self.recovering = true
-        Task { await self.recover() }
+        guard self.recovery == nil, !self.closed, !self.orphans.isEmpty else { return }
+        self.recovery = Task { await self.recover() }
     }
 
     /// Places orphaned rooms again until none is left: rereads the slot map from any master that answers
-    /// (a replica may have taken over), then subscribes each where its slot lives; backoff with jitter,
-    /// 100 ms doubling to 2 s, between rounds.
+    /// (a replica may have taken over), then subscribes each where its slot lives, trying each master once per
+    /// round; backoff with jitter, 100 ms doubling to 2 s, between rounds.
     private func recover() async {
         var attempt = 0
-        while !self.closed, !self.orphans.isEmpty {
+        while !self.closed, !Task.isCancelled, !self.orphans.isEmpty {
             try? await self.client.refreshSlots()
+            var failed: Set<RedisClusterClient.NodeAddress> = []
             for channel in self.orphans.sorted() {
-                if self.placed[channel] == nil {
-                    guard (try? await self.place(channel)) != nil else { continue }
-                    // Left meanwhile (unsubscribe took it out of the orphans): not wanted any more.
-                    if !self.orphans.contains(channel) { try? await self.unsubscribe([channel]) }
-                }
-                self.orphans.remove(channel)
+                guard !self.closed else { break }
+                // Placed, or left, meanwhile: nothing to do.
+                guard self.orphans.remove(channel) != nil, self.wanted.contains(channel), self.placed[channel] == nil,
+                    !self.placing.contains(channel)
+                else { continue }
+                await self.placeOrOrphan(channel, skipping: &failed)
             }
             if self.orphans.isEmpty {
                 self.logger.info("relay placed every room of the lost shard again")
@@ -466,7 +548,8 @@ actor ClusterRedisLink: RedisLink {
             let ceiling = min(2_000, 100 * (1 << min(attempt, 5)))
             try? await Task.sleep(for: .milliseconds(Int.random(in: ceiling / 2...ceiling)))
         }
-        self.recovering = false
+        self.recovery = nil
+        self.startRecovery()  // orphaned after the loop ended (none, unless a shard was lost just now)
     }
 }
 
