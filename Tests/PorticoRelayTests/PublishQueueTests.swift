@@ -217,4 +217,42 @@ import Testing
         loop.run()
         #expect(lanes.count == 0)
     }
+
+    /// A failover moves a room's slot while its lane still holds its messages: the room stays on that lane
+    /// until it has sent them all (nothing said later overtakes them), then follows its slot.
+    @Test func aRoomWhoseSlotMovesKeepsItsOrder() {
+        let loop = EmbeddedEventLoop()
+        let lanes = PublishLanes(
+            eventLoop: loop,
+            limit: 100,
+            sharded: true,
+            logger: Logger(label: "test"),
+            channelName: { ByteBuffer(string: $0.name) },
+            onDrop: {}
+        )
+        let target = Recorder(keepsOrder: false)
+        lanes.attach(target)
+        let room = Room("a")
+        let old = RedisClusterClient.NodeAddress(host: "127.0.0.1", port: 1)
+        let new = RedisClusterClient.NodeAddress(host: "127.0.0.1", port: 2)
+        lanes.setOwners(.init(repeating: old, count: RedisClusterSlot.count))
+        lanes.enqueue(envelope: ByteBuffer(string: "1"), room: room)
+        loop.run()
+        target.batches[0].promise.fail(ChannelError.ioOnClosedChannel)  // the old master is down: "1" waits
+        loop.run()
+        lanes.setOwners(.init(repeating: new, count: RedisClusterSlot.count))  // its replica took over
+        lanes.enqueue(envelope: ByteBuffer(string: "2"), room: room)
+        loop.run()
+        #expect(target.batches.count == 1)  // "2" did not go ahead on the new lane
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(target.batches.last?.messages == ["1", "2"])
+        target.batches.last?.promise.succeed()
+        loop.run()
+        lanes.enqueue(envelope: ByteBuffer(string: "3"), room: Room("b"))  // another room in between
+        lanes.enqueue(envelope: ByteBuffer(string: "4"), room: room)  // the old lane is empty: the new one now
+        loop.run()
+        #expect(target.batches.count == 3)  // "3" and "4" on the new master's lane, one batch
+        #expect(target.batches.last?.messages == ["3", "4"])
+        #expect(lanes.count == 2)
+    }
 }
