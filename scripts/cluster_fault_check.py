@@ -4,8 +4,10 @@
 # names first, for 10 s, under a stream of 50 messages/s into three rooms on three shards. Prints, per room and
 # receiving node, the messages that arrived, whether in order, duplicates and the longest gap, and /healthz of every
 # node during the kill. Needs redis-server, redis-cli and `pip install websockets`. Usage:
-#   swift build -c release --product portico-chat && python3 scripts/cluster_fault_check.py
-import asyncio, json, os, signal, subprocess, time, shutil, urllib.request
+#   swift build -c release --product portico-chat && python3 scripts/cluster_fault_check.py [--hang]
+# --hang: SIGSTOP the master instead (a hung Redis: connections stay open, nothing answers), SIGCONT after 10 s.
+import asyncio, json, os, signal, subprocess, sys, time, shutil, urllib.request
+HANG = "--hang" in sys.argv
 import websockets
 CHAT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".build", "release", "portico-chat")
 PORTS = [7101, 7102, 7103]; NODES = [9201, 9202, 9203]
@@ -58,8 +60,14 @@ async def main():
             for r in order: await pub.send(json.dumps({"op": "say", "room": r, "text": str(seq)}))
             seq += 1
             t = time.time() - start
-            if killed is None and t > 3: servers[victim].kill(); servers[victim].wait(); killed = time.time()
-            if killed and revived is None and t > 13: servers[victim] = redis_restart(victim); revived = time.time()
+            if killed is None and t > 3:
+                if HANG: servers[victim].send_signal(signal.SIGSTOP)
+                else: servers[victim].kill(); servers[victim].wait()
+                killed = time.time()
+            if killed and revived is None and t > 13:
+                if HANG: servers[victim].send_signal(signal.SIGCONT)
+                else: servers[victim] = redis_restart(victim)
+                revived = time.time()
             if killed and not revived and int(t * 10) % 20 == 0:
                 codes = []
                 for n in NODES:
@@ -68,6 +76,7 @@ async def main():
                 health.append(codes)
             await asyncio.sleep(0.02)
         await asyncio.sleep(2)
+    print("fault:", "SIGSTOP" if HANG else "kill -9", "for 10 s")
     print("rooms (healthy, healthy, killed):", order, "victim", victim, "sent", seq)
     print("healthz during kill:", health)
     for (n, r), got in sorted(received.items()):
@@ -76,7 +85,7 @@ async def main():
         print(f"node {n} {r}: {len(seqs)} of {seq}, in order {seqs == sorted(seqs)}, dupes {len(seqs) - len(set(seqs))}, longest gap {gap:.2f}s")
     for t in tasks: t.cancel()
     for p in nodes: p.send_signal(signal.SIGKILL)
-    for s in servers.values(): s.kill()
+    for s in servers.values(): s.send_signal(signal.SIGCONT); s.kill()
 def redis_restart(port):
     return subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", f"/tmp/cl/r{port}"], stdout=subprocess.DEVNULL)

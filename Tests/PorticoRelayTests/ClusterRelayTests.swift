@@ -64,6 +64,15 @@ import Testing
         return Set(list.compactMap { if case .bulkString(let name?) = $0 { String(buffer: name) } else { nil } })
     }
 
+    static func shardSubscribers(of channel: String, on node: RedisServer) async throws -> Int {
+        let connection = try await RedisConnection.connect(to: node.url)
+        defer { Task { await connection.close() } }
+        guard case .array(let reply?) = try await connection.send(["PUBSUB", "SHARDNUMSUB", channel]), reply.count == 2,
+            case .integer(let count) = reply[1]
+        else { return 0 }
+        return Int(count)
+    }
+
     static func pubsubClients(on node: RedisServer) async throws -> Int {
         let connection = try await RedisConnection.connect(to: node.url)
         defer { Task { await connection.close() } }
@@ -150,12 +159,14 @@ import Testing
         let source = try await cluster.owner(ofSlot: slot)
         let target = cluster.nodes.first { $0.port != source.port }!
         try await cluster.moveSlot(slot, to: target)
-        // Redis ended the old subscriptions; the relays subscribe on the new owner and publish there (MOVED).
+        // Redis ended the old subscriptions; the relays subscribe on the new owner (all three of them before
+        // anything is published: pub/sub keeps nothing for a node not subscribed yet) and publish there (MOVED).
         #expect(
             await eventually {
                 let onTarget = try? await Self.shardChannels(on: target)
                 let onSource = try? await Self.shardChannels(on: source)
-                return onTarget == ["portico:v1:room:lobby"] && onSource?.isEmpty == true
+                let subscribers = try? await Self.shardSubscribers(of: "portico:v1:room:lobby", on: target)
+                return onTarget == ["portico:v1:room:lobby"] && onSource?.isEmpty == true && subscribers == 3
             }
         )
         for sequence in 0..<10 {
