@@ -8,6 +8,10 @@ import NIOCore
 /// One deadline for the whole connection, not a timer per command: while anything waits for a reply, a reply
 /// must come within `timeout` of the previous one (or of the write that found nothing waiting), else the
 /// connection is closed (a stopped Redis looks exactly like that) and everything waiting fails.
+///
+/// Stored `var`s are `@exclusivity(unchecked)`: only the channel's event loop touches them, and never two accesses
+/// to one at once (the tests ran with the runtime's checks on first); those checks were about 13% of the relay's
+/// CPU (perf, BENCHMARKS.md).
 final class RESPClientHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Outbound
@@ -51,10 +55,10 @@ final class RESPClientHandler: ChannelDuplexHandler {
     private let reader = RESPReader()
     private let timeout: TimeAmount
     private let pushes: Pushes?
-    private var waiting = CircularBuffer<Waiter>()
+    @exclusivity(unchecked) private var waiting = CircularBuffer<Waiter>()
     /// When the oldest waiting command last saw progress: its write, or the reply before it.
-    private var lastProgress = NIODeadline.now()
-    private var deadline: Scheduled<Void>?
+    @exclusivity(unchecked) private var lastProgress = NIODeadline.now()
+    @exclusivity(unchecked) private var deadline: Scheduled<Void>?
 
     init(timeout: TimeAmount, pushes: Pushes? = nil) {
         self.timeout = timeout

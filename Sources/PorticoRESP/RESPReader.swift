@@ -12,6 +12,10 @@ public struct RESPError: Error, Sendable, Equatable, CustomStringConvertible {
 /// Feed it bytes as they arrive; take replies out with ``next()`` until it returns `nil` (needs more bytes).
 /// Not thread-safe: one reader belongs to one connection on one event loop.
 ///
+/// Stored `var`s are `@exclusivity(unchecked)`: only that connection's event loop touches them, and never two
+/// accesses to one at once (the tests ran with the runtime's checks on first); those checks were about 13% of the
+/// relay's CPU (perf, BENCHMARKS.md).
+///
 /// hiredis parses; its reply tree is never built. Our reply-object functions record each element as a token
 /// (kind, and for strings a range in one buffer per reply), so a pub/sub push (an array of three strings)
 /// costs one buffer and one array, its strings slices of that buffer, instead of hiredis's five mallocs and
@@ -27,13 +31,13 @@ public final class RESPReader {
     private let functions: UnsafeMutablePointer<redisReplyObjectFunctions>
     /// Set by the guard when it refuses an array, so the error names the cause instead of hiredis's
     /// "Out of memory".
-    fileprivate var refusedArrayCount: Int?
+    @exclusivity(unchecked) fileprivate var refusedArrayCount: Int?
 
     /// The elements of the reply being parsed, in the order hiredis creates them (an array before its
     /// elements, depth first).
-    fileprivate var tokens: [Token] = []
+    @exclusivity(unchecked) fileprivate var tokens: [Token] = []
     /// The bytes of the current reply's strings; a new one per reply (slices handed out keep theirs alive).
-    fileprivate var arena = ByteBuffer()
+    @exclusivity(unchecked) fileprivate var arena = ByteBuffer()
 
     fileprivate enum Token {
         case string(kind: Int32, start: Int, length: Int)

@@ -18,6 +18,10 @@ import Synchronization
 ///
 /// `@unchecked Sendable`: `lanes`, `owners` and `last` are read and written only on `eventLoop` (every method
 /// but the atomics' readers asserts it); the atomics are the only state read elsewhere.
+///
+/// Stored `var`s are `@exclusivity(unchecked)`: only its event loop touches them, and never two accesses to one at
+/// once (the tests ran with the runtime's checks on first); those checks were about 13% of the relay's CPU (perf,
+/// BENCHMARKS.md).
 final class PublishLanes: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let limit: Int
@@ -28,18 +32,18 @@ final class PublishLanes: @unchecked Sendable {
     private let sharded: Bool
 
     /// The lanes by master (nil: the only lane of one Redis, or rooms whose slot has no known owner yet).
-    private var lanes: [RedisClusterClient.NodeAddress?: PublishQueue] = [:]
+    @exclusivity(unchecked) private var lanes: [RedisClusterClient.NodeAddress?: PublishQueue] = [:]
     /// The owner of each slot, as the cluster link last read it (empty until it did).
-    private var owners: [RedisClusterClient.NodeAddress?] = []
+    @exclusivity(unchecked) private var owners: [RedisClusterClient.NodeAddress?] = []
     /// The last room published into and its lane: a busy room's slot is hashed once, not per message.
-    private var last: (room: Room, lane: PublishQueue)?
+    @exclusivity(unchecked) private var last: (room: Room, lane: PublishQueue)?
     /// Rooms that had messages queued when the slot map last changed, with their lane then: they stay on it
     /// while it holds anything (so nothing of theirs overtakes what is queued).
-    private var stay: [Room: PublishQueue] = [:]
-    private var target: (any PublishTarget)?
-    private var connectedToken = 0
+    @exclusivity(unchecked) private var stay: [Room: PublishQueue] = [:]
+    @exclusivity(unchecked) private var target: (any PublishTarget)?
+    @exclusivity(unchecked) private var connectedToken = 0
     /// Between ``markConnected()`` and ``attach(_:ifStill:)``: lanes made meanwhile are held like the rest.
-    private var marked = false
+    @exclusivity(unchecked) private var marked = false
 
     private let fullLanes = Atomic<Int>(0)
     private let droppedCount = Atomic<Int>(0)

@@ -24,6 +24,10 @@ protocol PublishTarget: Sendable {
 ///
 /// `@unchecked Sendable`: every stored `var` is read and written only on `eventLoop` (every method but the
 /// `nonisolated`-style readers of the atomics asserts it); the atomics are the only state read elsewhere.
+///
+/// Stored `var`s are `@exclusivity(unchecked)`: only its event loop touches them, and never two accesses to one at
+/// once (the tests ran with the runtime's checks on first); those checks were about 13% of the relay's CPU (perf,
+/// BENCHMARKS.md).
 final class PublishQueue: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let limit: Int
@@ -31,29 +35,30 @@ final class PublishQueue: @unchecked Sendable {
     private let onDrop: @Sendable () -> Void
     /// Told, on the loop, whenever ``isFull`` turns true or false (``PublishLanes`` counts its full lanes).
     private let onFullChange: @Sendable (Bool) -> Void
-    private var reportedFull = false
+    @exclusivity(unchecked) private var reportedFull = false
 
     /// Queued envelopes with their room (for the resubscription wait after an outage) and its channel.
+    @exclusivity(unchecked)
     private var pending = CircularBuffer<(room: Room, channel: ByteBuffer, envelope: ByteBuffer)>()
     /// A room's Redis channel name, as bytes.
     private let channelName: @Sendable (Room) -> ByteBuffer
     /// The last room published into and its channel: a busy room's name is built once, not per message.
-    private var lastChannel: (room: Room, name: ByteBuffer)?
+    @exclusivity(unchecked) private var lastChannel: (room: Room, name: ByteBuffer)?
     /// Entries at the front of `pending` written to the current target and not confirmed yet.
-    private var inFlight = 0
+    @exclusivity(unchecked) private var inFlight = 0
     /// The batches in flight, oldest first: how many entries each holds and whether Redis confirmed it. Entries
     /// leave `pending` only when every batch before theirs is confirmed too.
-    private var batches = CircularBuffer<(count: Int, confirmed: Bool)>()
+    @exclusivity(unchecked) private var batches = CircularBuffer<(count: Int, confirmed: Bool)>()
     /// The number of batches confirmed and gone from `batches` in this generation: a batch's id minus this is
     /// its position in `batches`.
-    private var batchBase = 0
-    private var target: (any PublishTarget)?
+    @exclusivity(unchecked) private var batchBase = 0
+    @exclusivity(unchecked) private var target: (any PublishTarget)?
     /// Bumped whenever the target changes: completions of batches sent to an older one are ignored.
-    private var generation = 0
-    private var flushScheduled = false
+    @exclusivity(unchecked) private var generation = 0
+    @exclusivity(unchecked) private var flushScheduled = false
     /// A batch failed: nothing is sent until the pause after it is over (new messages do not cut it short).
-    private var pausedAfterFailure = false
-    private var spaceWaiters: [EventLoopPromise<Void>] = []
+    @exclusivity(unchecked) private var pausedAfterFailure = false
+    @exclusivity(unchecked) private var spaceWaiters: [EventLoopPromise<Void>] = []
 
     /// Queued messages, for publishers on other threads deciding whether to wait.
     private let depth = Atomic<Int>(0)

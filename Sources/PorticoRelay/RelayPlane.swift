@@ -11,6 +11,10 @@ import Synchronization
 ///
 /// `@unchecked Sendable`: every stored `var` is read and written only on `eventLoop` (each entry point below
 /// runs there, checked by `assertInEventLoop`); the `let`s are immutable and Sendable.
+///
+/// Stored `var`s are `@exclusivity(unchecked)`: only its event loop touches them, and never two accesses to one at
+/// once (the tests ran with the runtime's checks on first); those checks were about 13% of the relay's CPU (perf,
+/// BENCHMARKS.md).
 final class RelayPlane: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let node: String
@@ -32,22 +36,23 @@ final class RelayPlane: @unchecked Sendable {
         case channel(RelayMemberChannel)
     }
 
-    private var rooms: [Room: RoomState] = [:]
+    @exclusivity(unchecked) private var rooms: [Room: RoomState] = [:]
     /// Broadcasts handed to this loop from elsewhere and not run yet (any thread): publishers wait past
     /// ``maxPendingBroadcasts``, so a flood cannot queue up on a busy loop without bound.
     let pendingBroadcasts = Atomic<Int>(0)
     static let maxPendingBroadcasts = 4_096
     /// The epoch and sequence this node publishes under, per room.
-    private var sequences = OutgoingSequences()
-    private var endOfBatchScheduled = false
+    @exclusivity(unchecked) private var sequences = OutgoingSequences()
+    @exclusivity(unchecked) private var endOfBatchScheduled = false
     /// Messages other nodes sent that never arrived here.
-    private(set) var lost = 0
+    @exclusivity(unchecked) private(set) var lost = 0
     /// Messages handed to local members (each member counted once).
-    private(set) var delivered = 0
+    @exclusivity(unchecked) private(set) var delivered = 0
 
     /// Members on this loop written to in the current batch, to be flushed at its end.
-    private var touched: [RelayMemberChannel] = []
+    @exclusivity(unchecked) private var touched: [RelayMemberChannel] = []
     /// Writes for members on other loops, one entry per loop, sent at the end of the batch.
+    @exclusivity(unchecked)
     private var remote: [ObjectIdentifier: (loop: any EventLoop, writes: [(RelayMemberChannel, ByteBuffer)])] = [:]
 
     /// Origins remembered per room at most: a legitimate cluster has a few nodes, but anyone who can publish to
@@ -252,7 +257,7 @@ public final class RelayMemberChannel: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let context: ChannelHandlerContext
     private let drops: SlowMemberDrops
-    private var pendingFlush = false
+    @exclusivity(unchecked) private var pendingFlush = false
 
     private init(eventLoop: any EventLoop, context: ChannelHandlerContext, drops: SlowMemberDrops) {
         self.eventLoop = eventLoop
