@@ -47,12 +47,13 @@ examples: deps
 # The tests whose work crosses threads and event loops: the relay (Redis, fan-out across loops), the RESP
 # client, the chat node, and the proxy end to end. A regular expression over test names; `.` runs them all.
 SANITIZER_TESTS ?= PorticoRelayTests|PorticoRESPTests|ChatNodeTests|PorticoProxyTests
-# Suppressions, each with its reason, in scripts/tsan.supp (none today).
+# Suppressions, each with its reason, in scripts/tsan.supp.
 tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
 		$(SWIFT) test --skip-build --sanitize=thread --build-path .build-tsan --no-parallel --filter '$(SANITIZER_TESTS)'
 
+# Leak detection off: SwiftNIO's singleton event loops and the runtime's metadata live until exit by design.
 asan: deps
 	$(SWIFT) build --build-tests --sanitize=address --build-path .build-asan
 	ASAN_OPTIONS="detect_leaks=0" \
