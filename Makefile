@@ -50,8 +50,14 @@ SANITIZER_TESTS ?= PorticoRelayTests|PorticoRESPTests|ChatNodeTests|PorticoProxy
 # Suppressions, each with its reason, in scripts/tsan.supp.
 tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --build-path .build-tsan
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
-		$(SWIFT) test --skip-build --sanitize=thread --build-path .build-tsan --no-parallel --filter '$(SANITIZER_TESTS)'
+	@# Reports go to files, so that those of the programs the tests start (portico, portico-chat) are seen too.
+	rm -rf .build-tsan/reports && mkdir -p .build-tsan/reports
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 log_path=$(CURDIR)/.build-tsan/reports/tsan \
+		suppressions=$(CURDIR)/scripts/tsan.supp" \
+		$(SWIFT) test --skip-build --sanitize=thread --build-path .build-tsan --no-parallel \
+		--filter '$(SANITIZER_TESTS)'; status=$$?; \
+		if ls .build-tsan/reports/tsan.* >/dev/null 2>&1; then cat .build-tsan/reports/tsan.*; exit 1; fi; \
+		exit $$status
 
 # Leak detection off: SwiftNIO's singleton event loops and the runtime's metadata live until exit by design.
 asan: deps

@@ -79,8 +79,9 @@ import Testing
         let portico = try await RuntimeHarness(yaml)
         let discovery = Task { try? await portico.runtime.redisDiscovery.run() }
         defer { discovery.cancel() }
+        // Generous: under ThreadSanitizer (make tsan) the nodes start and answer several times slower.
         #expect(
-            await eventually(timeout: .seconds(10)) { await portico.backendIDs() == ["chat-1", "chat-2", "chat-3"] }
+            await eventually(timeout: .seconds(30)) { await portico.backendIDs() == ["chat-1", "chat-2", "chat-3"] }
         )
         // Clients with different ids land on different nodes (consistent hashing on ?client=).
         var clients: [(client: WebSocketTestClient, node: String)] = []
