@@ -298,8 +298,12 @@ public actor RedisBroker: Broker, Service {
     }
 
     private func keepAlive(_ link: any RedisLink) async throws {
+        var last = ContinuousClock.now
         while !Task.isCancelled {
-            try await Task.sleep(for: self.configuration.heartbeat)
+            // A period after the last one began, not after it ended: a heartbeat held up by one cluster master's
+            // command deadline (2 s) must not let the keys on the other masters (TTL 3 s) expire.
+            try await Task.sleep(until: last + self.configuration.heartbeat, clock: .continuous)
+            last = .now
             guard await link.isActive else { throw RedisConnection.ConnectionError(message: "connection closed") }
             try await self.heartbeat()
         }
