@@ -16,7 +16,7 @@ import Synchronization
 /// a lane whose batches fail counts as away and drops instead, so a dead master holds publishers up for at most
 /// one command deadline.
 ///
-/// `@unchecked Sendable`: `lanes`, `owners` and `last` are read and written only on `eventLoop` (every method
+/// `@unchecked Sendable`: every stored `var` is read and written only on `eventLoop` (every method
 /// but the atomics' readers asserts it); the atomics are the only state read elsewhere.
 ///
 /// Stored `var`s are `@exclusivity(unchecked)`: only its event loop touches them, and never two accesses to one at
