@@ -3,6 +3,7 @@ import NIOCore
 import NIOWebSocket
 import PorticoChatProtocol
 import PorticoRelay
+import Synchronization
 
 /// One chat client on `/ws`: JSON text frames in, JSON text frames out (DESIGN.md, chat protocol).
 ///
@@ -18,6 +19,8 @@ final class ChatConnection: ChannelDuplexHandler {
     private let server: ChatServer
     private static let sequence = AtomicCounter()
     private let inbox: BoundedInbox<Operation>
+    /// What the session has joined and its sender name, as of its last finished operation (see ``accept``).
+    private let joined = JoinedRooms()
     /// Text frames that arrived from a socket read already under way when the inbox filled up: at most what
     /// that read brought in. They go to the inbox, in order, before anything is read again.
     private var overflow = CircularBuffer<WebSocketFrame>()
@@ -31,11 +34,12 @@ final class ChatConnection: ChannelDuplexHandler {
         let channel = context.channel
         let server = self.server
         let inbox = self.inbox
+        let joined = self.joined
         // One atomic step: connections accepted at once on different event loops must not share an id.
         let member = "\(server.node)#\(Self.sequence.add(1))"
         server.register(channel)
         Task {
-            await ChatSession(server: server, channel: channel, member: member).run(inbox)
+            await ChatSession(server: server, channel: channel, member: member, joined: joined).run(inbox)
         }
         Self.send(["op": "welcome", "node": server.node], on: channel)
     }
@@ -105,6 +109,18 @@ final class ChatConnection: ChannelDuplexHandler {
             text: object["text"] as? String,
             id: object["id"] as? String
         )
+        // The common case, a `say` in a joined room while the session has nothing else to do: said from here,
+        // on the socket's loop, without the hop to the session's task and back (the session is idle, so every
+        // earlier operation is done and this one stays in order). Anything else goes through the session.
+        if op == "say", let room = operation.room, let text = operation.text, !text.isEmpty, text.utf8.count <= 4096,
+            let name = self.joined.name(in: room), self.inbox.isConsumerWaiting
+        {
+            let message = ChatJSON.message(room: room, from: name, text: text, node: self.server.node, id: operation.id)
+            if (try? self.server.relay.tryBroadcast(message, to: Room(room))) == true {
+                self.server.stats.messagesIn.add(1)
+                return true
+            }
+        }
         guard self.inbox.push(operation) else { return false }
         self.server.stats.messagesIn.add(1)
         return true
@@ -133,6 +149,8 @@ struct ChatSession {
     let server: ChatServer
     let channel: any Channel
     let member: String
+    /// The loop-side copy of `rooms` and `name` that lets ``ChatConnection`` say in a joined room itself.
+    let joined: JoinedRooms
 
     /// Room names at most, in characters and in UTF-8 bytes (one character can take many bytes).
     static let roomLimit = (characters: 64, bytes: 256)
@@ -163,6 +181,7 @@ struct ChatSession {
                     // (counted), it never slows the room.
                     try await self.server.relay.join(Room(room), member: self.member, channel: channel)
                     rooms.insert(room)
+                    self.joined.set(rooms, name: name, on: channel.eventLoop)
                     let members = await self.server.relay.memberCount(Room(room))
                     ChatConnection.send(["op": "joined", "room": room, "members": members], on: self.channel)
                     await self.presence(room)
@@ -171,6 +190,7 @@ struct ChatSession {
                 }
             case "leave":
                 guard let room = operation.room, rooms.remove(room) != nil else { continue }
+                self.joined.set(rooms, name: name, on: channel.eventLoop)
                 try? await self.server.relay.leave(Room(room), member: self.member)
                 await self.presence(room)
             case "say":
@@ -195,6 +215,7 @@ struct ChatSession {
             }
         }
         // The client went away: leave every room and tell the others.
+        self.joined.set([], name: name, on: channel.eventLoop)
         for room in rooms {
             try? await self.server.relay.leave(Room(room), member: self.member)
             await self.presence(room)
@@ -215,5 +236,34 @@ struct ChatSession {
     private static func isValid(_ text: String, limit: (characters: Int, bytes: Int)) -> Bool {
         !text.isEmpty && text.utf8.count <= limit.bytes && text.count <= limit.characters
             && !text.contains(where: { $0.isNewline })
+    }
+}
+
+/// The rooms a session has joined and its sender name, kept on the connection's event loop for ``ChatConnection``
+/// to say in them without the session. The session sets them (one hop) when a join or leave is done, before it
+/// waits for its next operation; until that hop has run, the copy counts as stale and is not used.
+///
+/// `@unchecked Sendable`: `rooms`, `sender` and `applied` are read and written only on the connection's event
+/// loop (`set` hops there, `name(in:)` runs there); `requested` is atomic.
+final class JoinedRooms: @unchecked Sendable {
+    private var rooms: Set<String> = []
+    private var sender = "anonymous"
+    /// Updates asked for by the session, and the last one applied here.
+    private let requested = Atomic<Int>(0)
+    private var applied = 0
+
+    /// The sender name to say `room` with, if the session has joined it (and no update is still on its way).
+    func name(in room: String) -> String? {
+        guard self.applied == self.requested.load(ordering: .acquiring), self.rooms.contains(room) else { return nil }
+        return self.sender
+    }
+
+    func set(_ rooms: Set<String>, name: String, on eventLoop: any EventLoop) {
+        let update = self.requested.add(1, ordering: .releasing).newValue
+        eventLoop.execute {
+            self.rooms = rooms
+            self.sender = name
+            self.applied = max(self.applied, update)
+        }
     }
 }

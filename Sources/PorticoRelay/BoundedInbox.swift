@@ -88,6 +88,10 @@ package final class BoundedInbox<Element: Sendable>: Sendable {
     /// Elements waiting now.
     package var count: Int { self.state.withLockedValue { $0.count } }
 
+    /// Whether the consumer has taken everything pushed so far and waits for the next: whatever it was doing
+    /// with earlier elements is done (a producer may then do an element's work itself, in order).
+    package var isConsumerWaiting: Bool { self.state.withLockedValue { $0.isConsumerWaiting } }
+
     /// Whether the producer has been told to stop reading and not yet to start again.
     package var isReadingPaused: Bool { self.state.withLockedValue { $0.isReadingPaused } }
 
@@ -106,6 +110,8 @@ package final class BoundedInbox<Element: Sendable>: Sendable {
         }
 
         var count: Int { self.elements.count }
+
+        var isConsumerWaiting: Bool { self.waiter != nil }
 
         enum PushAction {
             /// The consumer waits for this element: resume it (outside the lock).

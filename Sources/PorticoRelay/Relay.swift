@@ -255,6 +255,32 @@ public actor Relay {
         self.plane.scheduleEndOfBatch()
     }
 
+    /// Sends `payload` to every member of `room` on every node from any event loop, without waiting: inline on
+    /// ``eventLoop``, one hop from another loop. Returns false, having done nothing, when the caller should take
+    /// the waiting path instead (``broadcast(_:to:except:localOnly:)``): the broker is backed up, or too many
+    /// broadcasts are already on their way to the data plane.
+    ///
+    /// - Throws: ``RelayError/envelopeFieldTooLong`` as ``broadcast(_:to:except:localOnly:)`` does.
+    public nonisolated func tryBroadcast(_ payload: ByteBuffer, to room: Room) throws -> Bool {
+        let plane = self.plane
+        guard !self.broker.isBackedUp,
+            plane.pendingBroadcasts.load(ordering: .relaxed) < RelayPlane.maxPendingBroadcasts
+        else { return false }
+        try Envelope.check(origin: self.node, room: room, except: [String](), payloadLength: payload.readableBytes)
+        if plane.eventLoop.inEventLoop {
+            plane.broadcast(payload, to: room, except: [], localOnly: false)
+            plane.scheduleEndOfBatch()
+            return true
+        }
+        plane.pendingBroadcasts.add(1, ordering: .relaxed)
+        plane.eventLoop.execute {
+            plane.pendingBroadcasts.subtract(1, ordering: .relaxed)
+            plane.broadcast(payload, to: room, except: [], localOnly: false)
+            plane.scheduleEndOfBatch()
+        }
+        return true
+    }
+
     /// The broker's queue is full while it can send: publishers should wait (the async entry does).
     public nonisolated var isBackedUp: Bool { self.broker.isBackedUp }
 

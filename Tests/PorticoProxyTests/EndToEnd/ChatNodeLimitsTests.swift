@@ -124,6 +124,64 @@ import Testing
         await client.close()
     }
 
+    /// A `say` is said from the socket's loop when the session is idle and the room joined, through the session
+    /// otherwise: either way in order with joins and leaves. A say in one write right after its join is said (the
+    /// session's path), a run of says comes back in order, and a say right after a leave, in the same write or
+    /// later, is refused, never broadcast.
+    @Test func saysKeepTheirPlaceAmongJoinsAndLeaves() async throws {
+        guard let node = try await Node.start() else { return }
+        defer { node.stop() }
+        let client = try await node.connect()
+        let bob = try await node.connect()  // in the room throughout: what alice's says reach
+        try await bob.send(text: Self.json(["op": "join", "room": "r", "name": "bob"]))
+        #expect(try await ChatClusterTests.next("joined", from: bob)["room"] as? String == "r")
+        var joinAndSay = ByteBuffer()
+        for object: [String: Any] in [
+            ["op": "join", "room": "r", "name": "alice"], ["op": "say", "room": "r", "text": "first"],
+        ] {
+            var frame = WebSocketTestClient.frame(opcode: 0x1, payload: Array(Self.json(object).utf8))
+            joinAndSay.writeBuffer(&frame)
+        }
+        try await client.sendRaw(joinAndSay)
+        #expect(try await ChatClusterTests.next("message", from: client)["text"] as? String == "first")
+        try await Task.sleep(for: .milliseconds(100))  // the session is idle now: the next says take the fast path
+        for index in 0..<200 {
+            try await client.send(text: Self.json(["op": "say", "room": "r", "text": "m\(index)"]))
+        }
+        for index in 0..<200 {
+            let message = try await ChatClusterTests.next("message", from: client)
+            #expect(message["text"] as? String == "m\(index)")
+            #expect(message["from"] as? String == "alice")
+        }
+        var leaveAndSay = ByteBuffer()
+        for object: [String: Any] in [["op": "leave", "room": "r"], ["op": "say", "room": "r", "text": "late"]] {
+            var frame = WebSocketTestClient.frame(opcode: 0x1, payload: Array(Self.json(object).utf8))
+            leaveAndSay.writeBuffer(&frame)
+        }
+        try await client.sendRaw(leaveAndSay)
+        #expect(
+            try await ChatClusterTests.next("error", from: client)["reason"] as? String
+                == "join the room before you say something in it"
+        )
+        try await Task.sleep(for: .milliseconds(100))
+        try await client.send(text: Self.json(["op": "say", "room": "r", "text": "later"]))
+        #expect(
+            try await ChatClusterTests.next("error", from: client)["reason"] as? String
+                == "join the room before you say something in it"
+        )
+        // Bob heard every say of alice's while she was in the room, in order, and nothing after she left.
+        try await bob.send(text: Self.json(["op": "say", "room": "r", "text": "end"]))
+        var heard: [String] = []
+        while true {
+            let text = try await ChatClusterTests.next("message", from: bob)["text"] as? String ?? "?"
+            if text == "end" { break }
+            heard.append(text)
+        }
+        #expect(heard == ["first"] + (0..<200).map { "m\($0)" })
+        await client.close()
+        await bob.close()
+    }
+
     @Test func theRedisPasswordIsNotLogged() async throws {
         guard let chat = ChatClusterTests.chatBinary() else { return }
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString).log").path
