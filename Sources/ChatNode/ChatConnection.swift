@@ -112,10 +112,9 @@ final class ChatConnection: ChannelDuplexHandler {
         // The common case, a `say` in a joined room while the session has nothing else to do: said from here,
         // on the socket's loop, without the hop to the session's task and back (the session is idle, so every
         // earlier operation is done and this one stays in order). Anything else goes through the session.
-        if op == "say", let room = operation.room, let text = operation.text, !text.isEmpty, text.utf8.count <= 4096,
-            let name = self.joined.name(in: room), self.inbox.isConsumerWaiting
+        if op == "say", let room = operation.room, let name = self.joined.name(in: room), self.inbox.isConsumerWaiting,
+            let message = ChatSession.message(operation, in: room, from: name, node: self.server.node)
         {
-            let message = ChatJSON.message(room: room, from: name, text: text, node: self.server.node, id: operation.id)
             if (try? self.server.relay.tryBroadcast(message, to: Room(room))) == true {
                 self.server.stats.messagesIn.add(1)
                 return true
@@ -156,6 +155,20 @@ struct ChatSession {
     static let roomLimit = (characters: 64, bytes: 256)
     /// Sender names at most, likewise.
     static let nameLimit = (characters: 32, bytes: 128)
+    /// A `say`'s text at most, in UTF-8 bytes.
+    static let textLimit = 4096
+
+    /// The `message` op a `say` in `room` becomes, or nil if its text is empty or over ``textLimit`` (the session
+    /// and the connection's fast path say the same way).
+    static func message(
+        _ say: ChatConnection.Operation,
+        in room: String,
+        from name: String,
+        node: String
+    ) -> ByteBuffer? {
+        guard let text = say.text, !text.isEmpty, text.utf8.count <= Self.textLimit else { return nil }
+        return ChatJSON.message(room: room, from: name, text: text, node: node, id: say.id)
+    }
 
     func run(_ operations: BoundedInbox<ChatConnection.Operation>) async {
         var name = "anonymous"
@@ -198,17 +211,10 @@ struct ChatSession {
                     self.error("join the room before you say something in it")
                     continue
                 }
-                guard let text = operation.text, !text.isEmpty, text.utf8.count <= 4096 else {
-                    self.error("say needs a text of 1-4096 bytes")
+                guard let message = Self.message(operation, in: room, from: name, node: self.server.node) else {
+                    self.error("say needs a text of 1-\(Self.textLimit) bytes")
                     continue
                 }
-                let message = ChatJSON.message(
-                    room: room,
-                    from: name,
-                    text: text,
-                    node: self.server.node,
-                    id: operation.id
-                )
                 try? await self.server.relay.broadcast(message, to: Room(room))
             default:
                 self.error("unknown op \(operation.op)")

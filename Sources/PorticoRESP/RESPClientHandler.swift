@@ -40,8 +40,9 @@ final class RESPClientHandler: ChannelDuplexHandler {
         case reply(EventLoopPromise<RESPValue>)
         /// `remaining` replies still to come for one batch, and the first error among those that came.
         case counted(remaining: Int, error: String?, EventLoopPromise<Void>)
-        /// A subscription's confirmations: the channels still to confirm, those that came so far.
-        case collected(kind: String, channels: [String], [RESPValue], EventLoopPromise<[RESPValue]>)
+        /// A subscription's confirmations: the channels still to confirm (in the order Redis confirms them), those
+        /// that came so far.
+        case collected(kind: String, channels: ArraySlice<String>, [RESPValue], EventLoopPromise<[RESPValue]>)
 
         func fail(_ error: any Error) {
             switch self {
@@ -67,6 +68,13 @@ final class RESPClientHandler: ChannelDuplexHandler {
 
     private static let publishCommand = ByteBuffer(string: "PUBLISH")
 
+    /// Writes one command to `channel` (whose pipeline has this handler) and returns its reply's future.
+    static func command(_ arguments: [ByteBuffer], on channel: any Channel) -> EventLoopFuture<RESPValue> {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        channel.writeAndFlush(Outbound.command(arguments, promise), promise: nil)
+        return promise.futureResult
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let outbound = Self.unwrapOutboundIn(data)
         let waiter: Waiter
@@ -90,7 +98,7 @@ final class RESPClientHandler: ChannelDuplexHandler {
                 [ByteBuffer(string: kind.uppercased())] + channels.map { ByteBuffer(string: $0) },
                 into: &buffer
             )
-            waiter = .collected(kind: kind, channels: channels, [], confirmations)
+            waiter = .collected(kind: kind, channels: channels[...], [], confirmations)
         }
         guard context.channel.isActive else {
             let error = RedisConnection.ConnectionError(message: "connection closed")
@@ -157,7 +165,12 @@ final class RESPClientHandler: ChannelDuplexHandler {
         guard name.hasSuffix("unsubscribe") else { return false }
         // A confirmation of the waiting command names its kind and one of its channels; any other is Redis's own.
         let channel = String(buffer: channelBytes)
-        if case .collected(name, let channels, _, _)? = self.waiting.first, channels.contains(channel) { return false }
+        // In order, the confirmation names the next channel: checked first, so a SUBSCRIBE of many is not O(n²).
+        if case .collected(name, let channels, _, _)? = self.waiting.first,
+            channels.first == channel || channels.contains(channel)
+        {
+            return false
+        }
         pushes.onUnsubscribed?(channel)
         return true
     }
@@ -187,8 +200,10 @@ final class RESPClientHandler: ChannelDuplexHandler {
                 return
             }
             replies.append(reply)
-            // Confirmations come in the order the channels were named; take off the one this names (or the first).
+            // Confirmations come in the order the channels were named: the first is the one this names (any other
+            // it names is taken off where it is; one that names none takes the first).
             if case .array(let parts?) = reply, parts.count == 3, case .bulkString(let named?) = parts[1],
+                channels.first.map({ !named.readableBytesView.elementsEqual($0.utf8) }) ?? false,
                 let index = channels.firstIndex(of: String(buffer: named))
             {
                 channels.remove(at: index)

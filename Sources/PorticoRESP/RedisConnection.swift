@@ -87,9 +87,7 @@ public final class RedisConnection: Sendable {
     /// Writes one command now and returns its reply's future: many commands go out back to back (pipelined)
     /// and their replies come back in the order they were written.
     public func enqueue(_ arguments: [ByteBuffer]) -> EventLoopFuture<RESPValue> {
-        let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
-        self.channel.writeAndFlush(RESPClientHandler.Outbound.command(arguments, promise), promise: nil)
-        return promise.futureResult
+        RESPClientHandler.command(arguments, on: self.channel)
     }
 
     /// Publishes every message of `batch` in one write, pipelined; the future succeeds once Redis answered

@@ -49,10 +49,8 @@ public final class RedisSubscriber: Sendable {
         if let password = url.password {
             do {
                 let arguments = url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password]
-                let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-                let command = RESPClientHandler.Outbound.command(arguments.map { ByteBuffer(string: $0) }, promise)
-                channel.writeAndFlush(command, promise: nil)
-                if case .error(let message) = try await promise.futureResult.get() {
+                let reply = RESPClientHandler.command(arguments.map { ByteBuffer(string: $0) }, on: channel)
+                if case .error(let message) = try await reply.get() {
                     throw RedisConnection.ServerError(message: message)
                 }
             } catch {

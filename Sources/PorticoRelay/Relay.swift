@@ -226,9 +226,20 @@ public actor Relay {
         if plane.pendingBroadcasts.load(ordering: .relaxed) >= RelayPlane.maxPendingBroadcasts {
             try? await plane.eventLoop.submit {}.get()  // the loop is behind: wait until it caught up to here
         }
-        let except = Array(except)
         // One hop to the data plane: local delivery, the sequence, the publish, in order with everything else
         // it does (a broker that queues on that loop, as RedisBroker does, takes it without another hop).
+        Self.hand(payload, to: room, except: Array(except), localOnly: localOnly, over: plane)
+    }
+
+    /// Hands a broadcast to the data plane from another thread: one `execute`, counted in `pendingBroadcasts`
+    /// until it runs.
+    private static func hand(
+        _ payload: ByteBuffer,
+        to room: Room,
+        except: [String],
+        localOnly: Bool,
+        over plane: RelayPlane
+    ) {
         plane.pendingBroadcasts.add(1, ordering: .relaxed)
         plane.eventLoop.execute {
             plane.pendingBroadcasts.subtract(1, ordering: .relaxed)
@@ -266,17 +277,11 @@ public actor Relay {
         guard !self.broker.isBackedUp,
             plane.pendingBroadcasts.load(ordering: .relaxed) < RelayPlane.maxPendingBroadcasts
         else { return false }
-        try Envelope.check(origin: self.node, room: room, except: [String](), payloadLength: payload.readableBytes)
         if plane.eventLoop.inEventLoop {
-            plane.broadcast(payload, to: room, except: [], localOnly: false)
-            plane.scheduleEndOfBatch()
-            return true
-        }
-        plane.pendingBroadcasts.add(1, ordering: .relaxed)
-        plane.eventLoop.execute {
-            plane.pendingBroadcasts.subtract(1, ordering: .relaxed)
-            plane.broadcast(payload, to: room, except: [], localOnly: false)
-            plane.scheduleEndOfBatch()
+            try self.broadcastOnEventLoop(payload, to: room)
+        } else {
+            try Envelope.check(origin: self.node, room: room, except: [String](), payloadLength: payload.readableBytes)
+            Self.hand(payload, to: room, except: [], localOnly: false, over: plane)
         }
         return true
     }

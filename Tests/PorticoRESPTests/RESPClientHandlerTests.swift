@@ -51,6 +51,16 @@ import Testing
         return promise.futureResult
     }
 
+    /// Becomes true once `future` succeeds with replies that pass `check`.
+    static func succeeded(
+        _ future: EventLoopFuture<[RESPValue]>,
+        _ check: @escaping @Sendable ([RESPValue]) -> Bool = { _ in true }
+    ) -> NIOLockedValueBox<Bool> {
+        let box = NIOLockedValueBox(false)
+        future.whenSuccess { replies in box.withLockedValue { $0 = check(replies) } }
+        return box
+    }
+
     @Test func aSubscriptionOfSeveralChannelsWaitsForEveryConfirmation() throws {
         let pushes = Pushes()
         let channel = try Self.channel(pushes)
@@ -59,8 +69,7 @@ import Testing
         #expect(written == "*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n")
         try Self.push(channel, ["subscribe", "a", "1"])
         try Self.push(channel, ["message", "a", "hi"])  // a message between confirmations is a message
-        let confirmed = NIOLockedValueBox(false)
-        done.whenSuccess { replies in confirmed.withLockedValue { $0 = replies.count == 2 } }
+        let confirmed = Self.succeeded(done) { $0.count == 2 }
         #expect(!confirmed.withLockedValue { $0 })
         try Self.push(channel, ["subscribe", "b", "2"])
         #expect(confirmed.withLockedValue { $0 })
@@ -74,8 +83,7 @@ import Testing
         let channel = try Self.channel(pushes)
         let done = try Self.subscription(channel, "sunsubscribe", ["x"])
         _ = try channel.readOutbound(as: ByteBuffer.self)
-        let confirmed = NIOLockedValueBox(false)
-        done.whenSuccess { _ in confirmed.withLockedValue { $0 = true } }
+        let confirmed = Self.succeeded(done)
         try Self.push(channel, ["sunsubscribe", "y", "1"])
         #expect(!confirmed.withLockedValue { $0 })
         #expect(pushes.unsubscribed.withLockedValue { $0 } == ["y"])
@@ -88,8 +96,7 @@ import Testing
         let pushes = Pushes()
         let channel = try Self.channel(pushes)
         let done = try Self.subscription(channel, "subscribe", ["a"])
-        let confirmed = NIOLockedValueBox(false)
-        done.whenSuccess { _ in confirmed.withLockedValue { $0 = true } }
+        let confirmed = Self.succeeded(done)
         try Self.push(channel, ["message", "a", nil])  // a null payload: no such message exists
         #expect(!confirmed.withLockedValue { $0 })
         try Self.push(channel, ["subscribe", "a", "1"])

@@ -37,6 +37,21 @@ import Testing
         )
     }
 
+    /// Lanes as over a Redis Cluster, attached to a recorder that keeps no order (one batch at a time).
+    static func clusterLanes(_ loop: EmbeddedEventLoop, limit: Int) -> (PublishLanes, Recorder) {
+        let lanes = PublishLanes(
+            eventLoop: loop,
+            limit: limit,
+            sharded: true,
+            logger: Logger(label: "test"),
+            channelName: { ByteBuffer(string: $0.name) },
+            onDrop: {}
+        )
+        let target = Recorder(keepsOrder: false)
+        lanes.attach(target)
+        return (lanes, target)
+    }
+
     static func enqueue(_ queue: PublishQueue, _ texts: [String]) {
         for text in texts {
             queue.enqueue(envelope: ByteBuffer(string: text), room: Room("r"))
@@ -176,16 +191,7 @@ import Testing
     /// own while rooms on the other masters flow, and never makes publishers wait.
     @Test func aFailingLaneHoldsUpNoOtherRoom() {
         let loop = EmbeddedEventLoop()
-        let lanes = PublishLanes(
-            eventLoop: loop,
-            limit: 2,
-            sharded: true,
-            logger: Logger(label: "test"),
-            channelName: { ByteBuffer(string: $0.name) },
-            onDrop: {}
-        )
-        let target = Recorder(keepsOrder: false)
-        lanes.attach(target)
+        let (lanes, target) = Self.clusterLanes(loop, limit: 2)
         // Two rooms whose slots two different masters own.
         let down = Room("a")
         let up = Room("b")
@@ -222,16 +228,7 @@ import Testing
     /// until it has sent them all (nothing said later overtakes them), then follows its slot.
     @Test func aRoomWhoseSlotMovesKeepsItsOrder() {
         let loop = EmbeddedEventLoop()
-        let lanes = PublishLanes(
-            eventLoop: loop,
-            limit: 100,
-            sharded: true,
-            logger: Logger(label: "test"),
-            channelName: { ByteBuffer(string: $0.name) },
-            onDrop: {}
-        )
-        let target = Recorder(keepsOrder: false)
-        lanes.attach(target)
+        let (lanes, target) = Self.clusterLanes(loop, limit: 100)
         let room = Room("a")
         let old = RedisClusterClient.NodeAddress(host: "127.0.0.1", port: 1)
         let new = RedisClusterClient.NodeAddress(host: "127.0.0.1", port: 2)
